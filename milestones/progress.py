@@ -1,0 +1,82 @@
+"""Progress page writer: `progress.md` (status tables + timeline embed) and `timeline.svg`.
+
+`write_progress(out_dir)` is called by `tito milestone status --write-docs`
+(`make milestone-status`) and by the docs builder (milestones/site.py). Module states come
+from the cached progress engine (milestones/engine.py). matplotlib is imported lazily, with the
+Agg backend, only when the SVG is drawn. Both files are written atomically.
+"""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from .engine import Engine, atomic_write_bytes, atomic_write_text, _now
+from .render import render_markdown
+
+# state -> fill colour (colour-blind friendly enough: green / amber / grey)
+COLOURS = {'pass': '#2e9e44', 'fail': '#f0a202', 'absent': '#c8c8c8',
+           'unlocked': '#2e9e44', 'in_progress': '#f0a202', 'not_started': '#c8c8c8'}
+WORDS = {'pass': 'tests pass', 'fail': 'present, failing', 'absent': 'not started',
+         'unlocked': 'unlocked', 'in_progress': 'in progress', 'not_started': 'not started'}
+
+
+def draw_timeline_svg(course, ms_states) -> bytes:
+    """The milestone timeline as SVG bytes: milestones left to right, their modules below."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import FancyBboxPatch, Patch
+
+    matplotlib.rcParams['svg.hashsalt'] = 'tinytorch'  # stable ids, so reruns give the same file
+    matplotlib.rcParams['svg.fonttype'] = 'none'        # keep text as text
+    n = len(ms_states)
+    rows = max(len(ms.modules) for ms in ms_states)
+    fig, ax = plt.subplots(figsize=(2.4 * n + 0.6, 2.2 + 0.62 * rows))
+    try:
+        ax.set_xlim(-0.75, n - 0.25)
+        ax.set_ylim(-rows - 0.9, 1.55)
+        ax.axis('off')
+        ax.plot([0, n - 1], [0.6, 0.6], color='#888888', lw=3, zorder=1)
+        for i, ms in enumerate(ms_states):
+            c = COLOURS[ms.state]
+            ax.scatter([i], [0.6], s=900, color=c, edgecolor='#333333', lw=1.5, zorder=2)
+            ax.text(i, 0.6, f'{ms.percent}%', ha='center', va='center', fontsize=8, weight='bold', zorder=3)
+            ax.text(i, 1.2, ms.milestone.name, ha='center', va='center', fontsize=10, weight='bold')
+            note = f'unlocked {ms.unlocked["date"]}' if ms.unlocked else WORDS[ms.state]
+            ax.text(i, -0.05, note, ha='center', va='center', fontsize=8, color='#444444')
+            for j, st in enumerate(ms.modules):
+                y = -0.75 - j * 0.62
+                box = FancyBboxPatch((i - 0.42, y - 0.22), 0.84, 0.44, boxstyle='round,pad=0.02,rounding_size=0.08',
+                                     facecolor=COLOURS[st.state], edgecolor='#555555', lw=0.8)
+                ax.add_patch(box)
+                ax.text(i, y, course.module_by_key[st.key].label, ha='center', va='center', fontsize=8)
+        handles = [Patch(facecolor=COLOURS[k], edgecolor='#555555', label=f'{WORDS[k]}')
+                   for k in ('pass', 'fail', 'absent')]
+        ax.legend(handles=handles, loc='lower center', bbox_to_anchor=(0.5, -0.02), ncol=3, frameon=False,
+                  fontsize=8, title='modules: tests pass / present but failing / not started', title_fontsize=8)
+        buf = io.BytesIO()
+        fig.savefig(buf, format='svg', bbox_inches='tight', metadata={'Date': None})
+        return buf.getvalue()
+    finally:
+        plt.close(fig)
+
+
+def write_progress(out_dir: Path, engine: Engine | None = None, root: Path | None = None):
+    """Write `progress.md` and `timeline.svg` into `out_dir`; returns (md_path, svg_path)."""
+    engine = engine or Engine(root)
+    states = engine.module_states()
+    ms_states = engine.milestone_states(states)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    svg_path, md_path = out_dir / 'timeline.svg', out_dir / 'progress.md'
+    atomic_write_bytes(svg_path, draw_timeline_svg(engine.course, ms_states))
+    passing = sum(st.state == 'pass' for st in states.values())
+    md = ['# Progress', '',
+          f'{passing} of {len(states)} modules pass their notebook tests; '
+          f'{sum(bool(m.unlocked) for m in ms_states)} of {len(ms_states)} milestones are unlocked. '
+          'Regenerate with `make milestone-status`.', '',
+          '![TinyTorch milestone timeline](timeline.svg)', '',
+          render_markdown(engine.course, states, ms_states),
+          f'_Generated {_now().strftime("%Y-%m-%d %H:%M %Z")} by `tito milestone status --write-docs`._', '']
+    atomic_write_text(md_path, '\n'.join(md))
+    return md_path, svg_path
