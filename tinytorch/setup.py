@@ -314,7 +314,7 @@ def reference_gflops(path: str | Path | None = None) -> float | None:
     value = matmul.get("gflops")
     return float(value) if isinstance(value, (int, float)) and value > 0 else None
 
-# %% ../nbs/01_setup.ipynb #362e94fa
+# %% ../nbs/01_setup.ipynb #1895ab51
 def _can_encode(stream, text: str) -> bool:
     try:
         text.encode(getattr(stream, "encoding", None) or "ascii")
@@ -339,15 +339,19 @@ def format_system_report(report: dict, unicode: bool = True) -> str:
     lines.append("  All checks passed." if not failed else f"  {failed} check(s) need attention (see -> above).")
     return "\n".join(lines)
 
-def print_system_report(report: dict | None = None, file=None) -> dict:
-    "Print `report` (default: the stored one, else a fresh measurement) for `tito system doctor`; return it."
-    file = file or sys.stdout
-    report = report or load_system_report() or system_report()
-    print(format_system_report(report, unicode=_can_encode(file, "✅❌⚡")), file=file)
+def print_system_report(report: dict | None = None, file=None, write: bool = True) -> dict:
+    "Print `report`; with none given, measure afresh and (if `write`) store it first. What `tito system doctor` runs."
+    out = file or sys.stdout
+    written = None
+    if report is None:
+        report = system_report()
+        if write: written = write_system_report(report=report)
+    print(format_system_report(report, unicode=_can_encode(out, "✅❌⚡")), file=out)
+    if written: print(f"  Report written to {written}", file=out)
     return report
 
 def doctor(path: str | Path | None = None, file=None) -> int:
-    "Check, measure, write the report to `path` and print it. Exit code: 0 if every check passed, else 1."
+    "Check, measure, store the report at `path` and print it. Exit code: 0 if every check passed, else 1."
     report = system_report()
     written = write_system_report(path, report=report)
     print_system_report(report, file=file)
