@@ -60,12 +60,23 @@ def warn(message: str) -> None:
 
 # --------------------------------------------------------------------------- atomic files
 
+def _umask() -> int:
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+_UMASK = _umask()
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so readers see the old file or the new one, never half of one."""
+    """Write `data` to `path` so readers see the old file or the new one, never half of one:
+    a temporary file in the same folder, fsynced, then os.replace()."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual mode
         with os.fdopen(fd, 'wb') as f:
             f.write(data)
             f.flush()

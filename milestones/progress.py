@@ -20,7 +20,7 @@ WORDS = {'pass': 'tests pass', 'fail': 'present, failing', 'absent': 'not starte
          'unlocked': 'unlocked', 'in_progress': 'in progress', 'not_started': 'not started'}
 
 
-def draw_timeline_svg(course, ms_states) -> bytes:
+def draw_timeline_svg(course, ms_states, fmt: str = 'svg') -> bytes:
     """The milestone timeline as SVG bytes: milestones left to right, their modules below."""
     import matplotlib
     matplotlib.use('Agg')
@@ -31,10 +31,11 @@ def draw_timeline_svg(course, ms_states) -> bytes:
     matplotlib.rcParams['svg.fonttype'] = 'none'        # keep text as text
     n = len(ms_states)
     rows = max(len(ms.modules) for ms in ms_states)
-    fig, ax = plt.subplots(figsize=(2.4 * n + 0.6, 2.2 + 0.62 * rows))
+    bottom = -0.75 - (rows - 1) * 0.62 - 0.35
+    fig, ax = plt.subplots(figsize=(2.4 * n + 0.6, 0.75 * (1.55 - bottom) + 0.4))
     try:
         ax.set_xlim(-0.75, n - 0.25)
-        ax.set_ylim(-rows - 0.9, 1.55)
+        ax.set_ylim(bottom, 1.55)
         ax.axis('off')
         ax.plot([0, n - 1], [0.6, 0.6], color='#888888', lw=3, zorder=1)
         for i, ms in enumerate(ms_states):
@@ -50,12 +51,12 @@ def draw_timeline_svg(course, ms_states) -> bytes:
                                      facecolor=COLOURS[st.state], edgecolor='#555555', lw=0.8)
                 ax.add_patch(box)
                 ax.text(i, y, course.module_by_key[st.key].label, ha='center', va='center', fontsize=8)
-        handles = [Patch(facecolor=COLOURS[k], edgecolor='#555555', label=f'{WORDS[k]}')
-                   for k in ('pass', 'fail', 'absent')]
-        ax.legend(handles=handles, loc='lower center', bbox_to_anchor=(0.5, -0.02), ncol=3, frameon=False,
-                  fontsize=8, title='modules: tests pass / present but failing / not started', title_fontsize=8)
+        labels = {'pass': 'module tests pass / milestone unlocked', 'fail': 'present but failing / in progress',
+                  'absent': 'not started'}
+        handles = [Patch(facecolor=COLOURS[k], edgecolor='#555555', label=v) for k, v in labels.items()]
+        ax.legend(handles=handles, loc='upper center', bbox_to_anchor=(0.5, 0.0), ncol=3, frameon=False, fontsize=8)
         buf = io.BytesIO()
-        fig.savefig(buf, format='svg', bbox_inches='tight', metadata={'Date': None})
+        fig.savefig(buf, format=fmt, bbox_inches='tight', **({'metadata': {'Date': None}} if fmt == 'svg' else {}))
         return buf.getvalue()
     finally:
         plt.close(fig)
