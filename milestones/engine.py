@@ -326,8 +326,10 @@ def first_error_line(output: str) -> str:
     # The statement in the failing cell is the first frame that comes from notebook code.
     stmt = None
     for i, l in enumerate(lines):
-        if re.match(r'\s*File "<(ipython-input|cell)[^"]*>"', l) and i + 1 < len(lines):
-            stmt = lines[i + 1].strip()
+        if re.match(r'\s*File "<(ipython-input|cell)[^"]*>"', l):
+            nxt = lines[i + 1] if i + 1 < len(lines) else ''
+            if nxt.startswith(' ') and not nxt.strip().startswith('File '):
+                stmt = nxt.strip()
             break
     # The exception line: the last "SomeError: message" line of the first traceback.
     exc_idx = None

@@ -165,7 +165,13 @@ def cmd_module_test(args) -> int:
 # --------------------------------------------------------------------------- system and docs
 
 def cmd_system_doctor(args) -> int:
-    root = str(Engine(args.root).root)
+    course = Engine(args.root).course
+    not_exported = ('The Setup module is not exported yet: write nbs/01_setup.ipynb, then run '
+                    '`nbdev_export` (or `make export`) and try `tito system doctor` again.')
+    if not (course.lib_path / 'setup.py').is_file():  # never report some other installed copy
+        _print(not_exported)
+        return 1
+    root = str(course.root)
     if root not in sys.path:
         sys.path.insert(0, root)
     try:
@@ -173,8 +179,7 @@ def cmd_system_doctor(args) -> int:
         setup = importlib.import_module('tinytorch.setup')
     except ModuleNotFoundError as e:
         if e.name in ('tinytorch', 'tinytorch.setup'):
-            _print('The Setup module is not exported yet: write nbs/01_setup.ipynb, then run '
-                   '`nbdev_export` (or `make export`) and try `tito system doctor` again.')
+            _print(not_exported)
             return 1
         raise TitoError(f'tinytorch.setup failed to import: {e}')
     except Exception as e:  # a broken export must not look like a tito crash
