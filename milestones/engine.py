@@ -356,7 +356,7 @@ def first_error_line(output: str) -> str:
         error = meaningful[-1] if meaningful else 'nbdev_test failed without output'
     where = ' '.join(x for x in (f'cell #{cell}' if cell else '', f'`{stmt}`' if stmt else '') if x)
     text = f'{where}: {error}' if where else error
-    return text if len(text) <= 240 else text[:237] + '...'
+    return text if len(text) <= 200 else text[:197] + '...'
 
 
 def nbdev_test_command() -> list[str]:

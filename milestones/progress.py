@@ -7,12 +7,15 @@ Agg backend, only when the SVG is drawn. Both files are written atomically.
 """
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 from pathlib import Path
 
 from .engine import Engine, atomic_write_bytes, atomic_write_text, _now
 from .render import render_markdown
 
+DRAWING_VERSION = 1  # bump when draw_timeline_svg changes, so old SVGs are redrawn
 # state -> fill colour (colour-blind friendly enough: green / amber / grey)
 COLOURS = {'pass': '#2e9e44', 'fail': '#f0a202', 'absent': '#c8c8c8',
            'unlocked': '#2e9e44', 'in_progress': '#f0a202', 'not_started': '#c8c8c8'}
@@ -62,6 +65,13 @@ def draw_timeline_svg(course, ms_states, fmt: str = 'svg') -> bytes:
         plt.close(fig)
 
 
+def _fingerprint(course, ms_states) -> str:
+    """Everything the timeline shows, hashed: same fingerprint, same picture."""
+    drawn = [(ms.milestone.name, ms.state, ms.percent, (ms.unlocked or {}).get('date'),
+              [(course.module_by_key[st.key].label, st.state) for st in ms.modules]) for ms in ms_states]
+    return hashlib.sha256(json.dumps([DRAWING_VERSION, drawn]).encode()).hexdigest()[:16]
+
+
 def write_progress(out_dir: Path, engine: Engine | None = None, root: Path | None = None):
     """Write `progress.md` and `timeline.svg` into `out_dir`; returns (md_path, svg_path)."""
     engine = engine or Engine(root)
@@ -70,7 +80,16 @@ def write_progress(out_dir: Path, engine: Engine | None = None, root: Path | Non
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     svg_path, md_path = out_dir / 'timeline.svg', out_dir / 'progress.md'
-    atomic_write_bytes(svg_path, draw_timeline_svg(engine.course, ms_states))
+    # Redrawing needs matplotlib (~1 s to import): skip it when the states drawn are unchanged.
+    mark = f'<!-- tito-timeline {_fingerprint(engine.course, ms_states)} -->'.encode()
+    try:
+        current = svg_path.read_bytes()[:1000]
+    except OSError:
+        current = b''
+    if mark not in current:
+        svg = draw_timeline_svg(engine.course, ms_states)
+        head, sep, rest = svg.partition(b'\n')  # keep the XML declaration first
+        atomic_write_bytes(svg_path, head + sep + mark + b'\n' + rest)
     passing = sum(st.state == 'pass' for st in states.values())
     md = ['# Progress', '',
           f'{passing} of {len(states)} modules pass their notebook tests; '

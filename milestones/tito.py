@@ -207,9 +207,9 @@ def cmd_docs_build(args) -> int:
         raise TitoError('milestones/site.py has no build_site() function')
     params = inspect.signature(site.build_site).parameters
     result = site.build_site(root=Engine(args.root).root) if 'root' in params else site.build_site()
-    if result:
-        _print(f'Site built: {result}')
-    return 0
+    if result is not None:
+        _print(str(result))  # build_site's SiteResult prints as a summary
+    return int(getattr(result, 'exit_code', 0))
 
 
 # --------------------------------------------------------------------------- argument parsing

@@ -387,3 +387,15 @@ def test_docs_build_calls_build_site(project, capsys, monkeypatch):
 def test_group_without_command_shows_help(project, capsys):
     code, out, err = run(capsys, project, 'milestone')
     assert code == 2 and 'status' in err and 'unlock' in err
+
+
+def test_timeline_svg_is_redrawn_only_when_states_change(project, capsys, monkeypatch):
+    from milestones import progress
+    run(capsys, project, 'milestone', 'status', '--write-docs')
+    monkeypatch.setattr(progress, 'draw_timeline_svg', lambda *a: pytest.fail('redrew an unchanged timeline'))
+    assert tito(project, 'milestone', 'status', '--write-docs') == 0
+    nb = project.root / 'nbs/03_gamma.ipynb'
+    nb.write_text(nb.read_text().replace('z == 21', 'z == 20'))
+    monkeypatch.setattr(progress, 'draw_timeline_svg', lambda *a: b'<?xml?>\n<svg>redrawn</svg>')
+    run(capsys, project, 'milestone', 'status', '--write-docs')
+    assert 'redrawn' in (project.root / '_docs/timeline.svg').read_text()

@@ -76,7 +76,7 @@ def test_first_error_line_without_a_cell_traceback():
     out = 'Traceback (most recent call last):\n  File "x.py", line 1\njson.decoder.JSONDecodeError: Expecting value\n'
     assert engine.first_error_line(out) == 'json.decoder.JSONDecodeError: Expecting value'
     assert engine.first_error_line('') == 'nbdev_test failed without output'
-    assert len(engine.first_error_line('ValueError: ' + 'x' * 1000)) <= 240
+    assert len(engine.first_error_line('ValueError: ' + 'x' * 1000)) <= 200
 
 
 def test_real_nbdev_test_pass_and_fail(project, use_real_nbdev_test):
