@@ -277,9 +277,12 @@ def _render_blocks(lines: list[str], ctx: _Ctx) -> str:
             continue
         para = [line]
         i += 1
-        while i < n and lines[i].strip() and not _starts_block(lines[i]) \
-                and not ('|' in lines[i] and i + 1 < n and _TABLE_SEP.match(lines[i + 1]) and '-' in lines[i + 1]):
-            if re.match(r'^ {0,3}(=+|-+)\s*$', lines[i]):     # setext heading
+        while i < n and lines[i].strip():
+            setext = re.match(r'^ {0,3}(=+|-+)\s*$', lines[i])
+            if not setext and (_starts_block(lines[i]) or ('|' in lines[i] and i + 1 < n
+                                                           and _TABLE_SEP.match(lines[i + 1]) and '-' in lines[i + 1])):
+                break
+            if setext:                                        # setext heading
                 level = 1 if lines[i].strip()[0] == '=' else 2
                 text = ' '.join(p.strip() for p in para)
                 hid = ctx.slug(text)
@@ -559,6 +562,10 @@ def _execute_all(root: Path, notebooks: list[Path], jobs: int, timeout: float, u
     results = {}
 
     def one(nb: Path):
+        with contextlib.suppress(OSError, ValueError):
+            cells = json.loads(nb.read_text(encoding='utf-8')).get('cells', [])
+            if not any(c.get('cell_type') == 'code' and _source(c).strip() for c in cells):
+                return nb, None, dict(ok=True, seconds=0.0, nothing_to_run=True)   # prose only
         key = hashlib.sha256(nb.read_bytes() + lib_hash.encode() + me.encode() + sys.version.encode()).hexdigest()[:20]
         cached = cache / f'{nb.stem}.{key}.ipynb'
         if use_cache and cached.exists():
@@ -580,7 +587,8 @@ def _execute_all(root: Path, notebooks: list[Path], jobs: int, timeout: float, u
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         for nb, data, summary in pool.map(one, notebooks):
-            how = 'cached' if summary.get('cached') else f'{summary.get("seconds", 0):.1f} s'
+            how = ('cached' if summary.get('cached') else 'no code' if summary.get('nothing_to_run')
+                   else f'{summary.get("seconds", 0):.1f} s')
             state = 'ok' if summary.get('ok') else f'FAILED ({_failure_text(summary)})'
             log(f'  {nb.name:<28} {state}, {how}')
             results[nb] = (data, summary)
@@ -873,10 +881,14 @@ def _build_builtin(root: Path, out_dir: Path, *, execute: bool, jobs: int, timeo
         label = f'{num.group()} {mod["name"]}' if mod and num else heading
         pages.append(_Page(nb_path, file, heading, label, group_of.get(mod['key'], '') if mod else ''))
     pages.sort(key=lambda p: (p.file != 'index.html', p.nb.name if p.nb else ''))
+    if not any(p.file == 'index.html' for p in pages):          # no nbs/index.ipynb: a plain contents page
+        pages.insert(0, _Page(None, 'index.html', title, 'Home'))
+        result.warnings.append(f'no {nbs.name}/index.ipynb: the home page is a plain list of pages')
     pages.append(_Page(None, 'progress.html', 'Progress', 'Progress'))
     link_map = {p.nb.name: p.file for p in pages if p.nb is not None}
 
-    log(f'Building the docs site with the built-in renderer ({len(notebooks)} notebooks)...')
+    log(f'Building the docs site with the built-in renderer ({len(notebooks)} notebook'
+        f'{"s" if len(notebooks) != 1 else ""})...')
     executed = _execute_all(root, notebooks, jobs, timeout, use_cache, log) if execute and notebooks else {}
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -886,7 +898,10 @@ def _build_builtin(root: Path, out_dir: Path, *, execute: bool, jobs: int, timeo
 
     for k, page in enumerate(pages):
         ctx = _Ctx(link_map)
-        if page.nb is None:
+        if page.file == 'index.html' and page.nb is None:
+            body = f'<h1 id="contents">{_esc(title)}</h1><ul>' + ''.join(
+                f'<li><a href="{_attr(p.file)}">{_esc(p.label)}</a></li>' for p in pages if p.file != 'index.html') + '</ul>'
+        elif page.nb is None:
             body, warning = _progress_body(root, out_dir, progress_writer, ctx)
             if warning: result.warnings.append(warning)
         else:
@@ -914,14 +929,18 @@ def _build_builtin(root: Path, out_dir: Path, *, execute: bool, jobs: int, timeo
     return result
 
 
+def _nbdev_docs_command() -> list[str]:
+    exe = Path(sys.executable).with_name('nbdev_docs')          # the venv's, even when it is not activated
+    return [str(exe)] if exe.exists() else [shutil.which('nbdev_docs') or 'nbdev_docs']
+
+
 def _build_quarto(root: Path, out_dir: Path, progress_writer, log) -> SiteResult:
     "nbdev_docs (Quarto), then the Progress page on top. README.md is kept as it was."
     start = time.time()
     result = SiteResult(out_dir=out_dir, renderer='quarto')
     settings = _settings(root)
     doc_path = root / settings.get('doc_path', '_docs')
-    exe = Path(sys.executable).with_name('nbdev_docs')
-    cmd = [str(exe)] if exe.exists() else [shutil.which('nbdev_docs') or 'nbdev_docs']
+    cmd = _nbdev_docs_command()
     readme = root / 'README.md'
     saved = readme.read_bytes() if readme.exists() else None       # nbdev_docs rewrites it from index.ipynb
     log('Building the docs site with Quarto (nbdev_docs)...')
