@@ -985,11 +985,17 @@ def build_site(project_root: Path | str | None = None, out_dir: Path | str | Non
     old_in_test = os.environ.get('IN_TEST')
     os.environ['IN_TEST'] = '1'           # keep heavy demos small, as nbdev_test does
     try:
+        builtin = dict(execute=execute, jobs=jobs or min(4, os.cpu_count() or 1), timeout=timeout,
+                       use_cache=use_cache, progress_writer=progress_writer, log=log)
         if use_quarto:
             result = _build_quarto(root_path, out, progress_writer, log)
+            if not result.ok:                     # a site from the built-in renderer beats no site at all
+                reason = '; '.join(m for _, m in result.failures)
+                log(f'nbdev_docs failed ({reason}); building with the built-in renderer instead')
+                result = _build_builtin(root_path, out, **builtin)
+                result.warnings.append(f'nbdev_docs (Quarto) failed ({reason}); the built-in renderer made this site')
         else:
-            result = _build_builtin(root_path, out, execute=execute, jobs=jobs or min(4, os.cpu_count() or 1),
-                                    timeout=timeout, use_cache=use_cache, progress_writer=progress_writer, log=log)
+            result = _build_builtin(root_path, out, **builtin)
     finally:
         if old_in_test is None: os.environ.pop('IN_TEST', None)
         else: os.environ['IN_TEST'] = old_in_test

@@ -234,3 +234,14 @@ def test_markdown_inline():
 def test_table_with_escaped_pipes():
     html = render_markdown('| type | default |\n|---|---|\n| int \\| None | None |')
     assert '<td>int | None</td><td>None</td>' in html
+
+
+def test_quarto_failure_falls_back_to_the_builtin_renderer(tmp_path, monkeypatch):
+    root = tmp_path / 'p'
+    (root / 'nbs').mkdir(parents=True)
+    (root / 'nbs' / 'index.ipynb').write_text(json.dumps(_nb(('markdown', '# Home page'))))
+    monkeypatch.setattr(site, '_nbdev_docs_command', lambda: [sys.executable, '-c', 'raise SystemExit(3)'])
+    result = build_site(root, use_quarto=True, progress_writer=_fake_progress, log=lambda *_: None)
+    assert result.renderer == 'built-in' and result.ok
+    assert any('nbdev_docs (Quarto) failed (exit code 3)' in w for w in result.warnings)
+    assert '<h1 id="home-page">Home page</h1>' in (root / '_docs' / 'index.html').read_text(encoding='utf-8')
