@@ -196,8 +196,9 @@ def cmd_system_doctor(args) -> int:
 
 
 def cmd_docs_build(args) -> int:
+    import importlib
     try:
-        from . import site
+        site = importlib.import_module('milestones.site')
     except ModuleNotFoundError as e:
         if e.name == 'milestones.site':
             raise TitoError('the docs builder milestones/site.py is not there yet, so `tito docs build` '
