@@ -314,8 +314,7 @@ def module_hash(nb_path: Path, lib_path: Path, lib_name: str) -> str:
 
 # --------------------------------------------------------------------------- running nbdev_test
 
-_EXC_LINE = re.compile(r'^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Warning|Failure)|AssertionError|'
-                       r'[A-Za-z_][\w.]*Error)(?::\s?(.*))?$')
+_EXC_LINE = re.compile(r'^[A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Warning|Failure)(?::\s?.*)?$')
 
 
 def first_error_line(output: str) -> str:
@@ -471,21 +470,33 @@ class Engine:
         self._cache: dict | None = None
 
     # ---- cache
+    @staticmethod
+    def _validate_cache(obj) -> None:
+        if not isinstance(obj.get('modules'), dict):
+            raise ValueError('"modules" must be an object')
+        for k, v in obj['modules'].items():
+            if not (isinstance(v, dict) and isinstance(v.get('hash'), str) and v.get('state') in ('pass', 'fail')):
+                raise ValueError(f'bad entry for module {k!r}')
+
     def _load_cache(self) -> dict:
         if self._cache is None:
-            def validate(obj):
-                if not isinstance(obj.get('modules'), dict):
-                    raise ValueError('"modules" must be an object')
-                for k, v in obj['modules'].items():
-                    if not (isinstance(v, dict) and isinstance(v.get('hash'), str)
-                            and v.get('state') in ('pass', 'fail')):
-                        raise ValueError(f'bad entry for module {k!r}')
-            obj, corrupt = _load_state_file(self.cache_path, CACHE_VERSION, validate)
+            obj, corrupt = _load_state_file(self.cache_path, CACHE_VERSION, self._validate_cache)
             self._cache = obj or {'version': CACHE_VERSION, 'modules': {}}
             self._cache_dirty = corrupt  # rebuild a corrupt file even if nothing needs testing
+            self._updated: set[str] = set()
         return self._cache
 
     def _save_cache(self) -> None:
+        # Another tito may have saved results meanwhile: keep its entries, overlay ours.
+        try:
+            disk = json.loads(self.cache_path.read_text(encoding='utf-8'))
+            self._validate_cache(disk)
+            if disk.get('version') == CACHE_VERSION:
+                merged = dict(disk['modules'])
+                merged.update({k: self._cache['modules'][k] for k in self._updated})
+                self._cache['modules'] = merged
+        except (OSError, ValueError, TypeError, AttributeError):
+            pass
         try:
             atomic_write_json(self.cache_path, self._cache)
         except OSError as e:  # a read-only checkout still gets its status, just uncached
@@ -535,6 +546,7 @@ class Engine:
                                         cached=False, output='' if res.ok else res.output[-OUTPUT_KEEP:],
                                         seconds=round(res.seconds, 2), tested_at=_now().isoformat(timespec='seconds'))
                     results[m.key] = state
+                    self._updated.add(m.key)
                     cache['modules'][m.key] = {'hash': h, 'state': state.state, 'reason': state.reason,
                                                'output': state.output, 'seconds': state.seconds,
                                                'tested_at': state.tested_at}

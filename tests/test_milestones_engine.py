@@ -112,3 +112,12 @@ def test_malformed_course_definition_is_a_clear_error(project):
         assert 'malformed' in str(e) and "'name'" in str(e)
     else:
         raise AssertionError('expected TitoError')
+
+
+def test_concurrent_tito_runs_keep_each_others_results(project):
+    a, b = engine.Engine(project.root), engine.Engine(project.root)
+    a.module_states(['alpha'])          # a loads the cache (empty) and tests alpha
+    b.module_states(['beta'])           # b, loaded earlier or not, saves beta
+    a.module_states(['gamma'])          # a saves again: must not drop b's beta
+    cache = json.loads((project.root / '.tito/module_cache.json').read_text())
+    assert set(cache['modules']) == {'alpha', 'beta', 'gamma'}
