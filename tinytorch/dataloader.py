@@ -653,14 +653,14 @@ class CIFAR10(ImageDataset):
                 f"{self.folder}/ folder there yourself.")
         return extract_members(archive, archive.parent / self.folder, self.folder, self.train_files + self.test_files)
 
-# %% ../nbs/08_dataloader.ipynb #a88e907d
+# %% ../nbs/08_dataloader.ipynb #c3d38867
 DIGITS_FILE = 'digits.csv.gz'
 DIGITS_SHA256 = '09f66e6debdee2cd2b5ae59e0d6abbb73fc2b0e0185d2e1957e9ebb51e23aa22'
 
 @functools.lru_cache(maxsize=1)
 def load_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     "(images uint8 (1797, 1, 8, 8) with values 0-16, labels int64 (1797,)) from the embedded file, checksum-verified."
-    resource = importlib.resources.files('tinytorch').joinpath('data', DIGITS_FILE)
+    resource = importlib.resources.files('tinytorch').joinpath('data').joinpath(DIGITS_FILE)
     raw = resource.read_bytes()
     if (got := hashlib.sha256(raw).hexdigest()) != DIGITS_SHA256:
         raise ChecksumError(f"{resource}: checksum mismatch: expected sha256 {DIGITS_SHA256}, got {got} ({len(raw)} bytes); "
