@@ -73,7 +73,7 @@ def render_status(course: Course, states: dict[str, ModuleState], ms_states: lis
     out = [s('TinyTorch milestone status', 'bold'), '']
     for ms in ms_states:
         m = ms.milestone
-        colour = STATE_COLOUR[ms.state]
+        colour = 'green' if ms.complete else STATE_COLOUR[ms.state]
         head = (f'{ms.icon} {s(m.name.ljust(width), "bold")}  {ms.percent:>3d}%  '
                 f'{s(bar(ms.passing, ms.total), colour)}  {ms.passing}/{ms.total} modules')
         if ms.unlocked:
