@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import inspect
 import sys
-import time
 from pathlib import Path
 
 from .engine import Engine, TitoError, run_capability_test
@@ -66,7 +65,7 @@ def cmd_milestone_timeline(args) -> int:
     return 0
 
 
-def _module_line(eng: Engine, st, fresh_run: bool) -> str:
+def _module_line(eng: Engine, st) -> str:
     m = eng.course.module_by_key[st.key]
     how = 'cached' if st.cached else ('not run' if st.state == 'absent' else f'ran in {st.seconds:.1f} s')
     return f'  {st.icon} {m.label}: {st.reason} ({how})'
@@ -80,7 +79,7 @@ def cmd_milestone_test(args) -> int:
     _print(f'Module tests ({len(ms.modules)}):')
     states = eng.module_states(list(ms.modules), use_cache=not args.fresh)
     for st in states.values():
-        _print(_module_line(eng, st, args.fresh))
+        _print(_module_line(eng, st))
     modules_ok = all(st.state == 'pass' for st in states.values())
     _print(f'Capability test: {ms.capability_test}  ("{ms.capability}")')
     _progress(f'running pytest {ms.capability_test} ...')
