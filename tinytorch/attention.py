@@ -272,7 +272,7 @@ class PatchEmbedding(Module):
     def forward(self, x):
         return self.proj(self.patchify(_to_tensor(x, "x")))
 
-# %% ../nbs/07_attention.ipynb #2b4f6ba9
+# %% ../nbs/07_attention.ipynb #5e086841
 class ViT(Module):
     "A small Vision Transformer classifier: patches → (cls token) + positions → blocks → LayerNorm → Linear."
     def __init__(self, image_size=32, patch_size=4, in_channels: int = 3, num_classes: int = 10,

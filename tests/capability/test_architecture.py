@@ -25,6 +25,7 @@ from tinytorch.tensor import Tensor, manual_seed
 from tinytorch.activations import ReLU
 from tinytorch.layers import Module, ModuleList, Linear
 from tinytorch.dense import MLP, Sequential, count_parameters
+from tinytorch.spatial import AvgPool2d, BatchNorm2d, Conv2d, Flatten, MaxPool2d
 from tinytorch.attention import (Embedding, PositionalEncoding, TransformerBlock, ViT,
                                  padding_mask_from_tokens)
 
@@ -71,6 +72,29 @@ def np_block(x, sd, name, num_heads, keep=None):
     x = x + np_mha(np_layernorm(x, sd, f"{name}.norm1"), sd, f"{name}.attn", num_heads, keep)
     h = np_gelu(np_linear(np_layernorm(x, sd, f"{name}.norm2"), sd, f"{name}.fc1"))
     return x + np_linear(h, sd, f"{name}.fc2")
+
+def np_conv2d(x, sd, name, stride=1, padding=0):
+    "Cross-correlation by a loop over the kernel offsets: each offset adds one strided slice × weights."
+    w, b = sd[f"{name}.weight"], sd[f"{name}.bias"]
+    F, C, KH, KW = w.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    OH, OW = (xp.shape[2] - KH) // stride + 1, (xp.shape[3] - KW) // stride + 1
+    out = np.zeros((x.shape[0], F, OH, OW))
+    for i in range(KH):
+        for j in range(KW):
+            window = xp[:, :, i:i + stride * (OH - 1) + 1:stride, j:j + stride * (OW - 1) + 1:stride]
+            out += np.einsum("nchw,fc->nfhw", window, w[:, :, i, j])
+    return out + b[None, :, None, None]
+
+def np_maxpool2(x):
+    "2x2 max pooling, stride 2, by splitting each spatial axis in two."
+    N, C, H, W = x.shape
+    return x[:, :, :H // 2 * 2, :W // 2 * 2].reshape(N, C, H // 2, 2, W // 2, 2).max(axis=(3, 5))
+
+def np_batchnorm_eval(x, sd, name, eps=1e-5):
+    "Normalise each channel with the running statistics, then scale and shift."
+    c = lambda key: sd[f"{name}.{key}"][None, :, None, None]
+    return (x - c("running_mean")) / np.sqrt(c("running_var") + eps) * c("weight") + c("bias")
 
 def np_sinusoids(T, D):
     "PE[p, 2i] = sin(p / 10000^(2i/D)), PE[p, 2i+1] = cos(same), straight from the formula."
@@ -144,6 +168,72 @@ def test_mlp_classifier():
     _, sd = check_model(build, x, params, (4, 10), reference, seed=1)
     assert list(sd) == ["0.weight", "0.bias", "2.weight", "2.bias", "4.weight", "4.bias"]
     assert sd["0.weight"].shape == (128, 784)
+
+
+# ----------------------------------------------------------------------------------------------
+# 2. LeNet-style CNN for 1x28x28
+# ----------------------------------------------------------------------------------------------
+def lenet():
+    return Sequential(Conv2d(1, 6, 5, padding=2), ReLU(), MaxPool2d(2),     # (6, 28, 28) → (6, 14, 14)
+                      Conv2d(6, 16, 5), ReLU(), MaxPool2d(2),               # (16, 10, 10) → (16, 5, 5)
+                      Flatten(),                                            # 400
+                      Linear(400, 120), ReLU(), Linear(120, 84), ReLU(), Linear(84, 10))
+
+def lenet_reference(x, sd):
+    h = np_maxpool2(np_relu(np_conv2d(x, sd, "0", padding=2)))
+    h = np_maxpool2(np_relu(np_conv2d(h, sd, "3")))
+    h = h.reshape(h.shape[0], -1)                                          # (N, 16·5·5), channel-major
+    h = np_relu(np_linear(h, sd, "7"))
+    h = np_relu(np_linear(h, sd, "9"))
+    return np_linear(h, sd, "11")
+
+def test_lenet_cnn():
+    # conv1 6·(1·5·5) + 6; conv2 16·(6·5·5) + 16; fc 400·120 + 120, 120·84 + 84, 84·10 + 10
+    params = (6 * 1 * 5 * 5 + 6) + (16 * 6 * 5 * 5 + 16) + (400 * 120 + 120) + (120 * 84 + 84) + (84 * 10 + 10)
+    assert params == 156 + 2416 + 48_120 + 10_164 + 850 == 61_706        # the classic LeNet-5 count
+    x = Tensor(RNG.standard_normal((3, 1, 28, 28)).astype(np.float32))
+    model, sd = check_model(lenet, x, params, (3, 10), lenet_reference, seed=2)
+    assert [k for k in sd if k.endswith("weight")] == ["0.weight", "3.weight", "7.weight", "9.weight", "11.weight"]
+    assert sd["3.weight"].shape == (16, 6, 5, 5)
+    with pytest.raises(ValueError, match=r"1 channels.*got shape \(2, 3, 28, 28\)"):
+        model(Tensor(np.zeros((2, 3, 28, 28), np.float32)))
+
+
+# ----------------------------------------------------------------------------------------------
+# 3. 32x32x3 CNN with BatchNorm
+# ----------------------------------------------------------------------------------------------
+def bn_cnn():
+    return Sequential(Conv2d(3, 16, 3, padding=1), BatchNorm2d(16), ReLU(), MaxPool2d(2),   # (16, 16, 16)
+                      Conv2d(16, 32, 3, padding=1), BatchNorm2d(32), ReLU(), MaxPool2d(2),  # (32, 8, 8)
+                      Conv2d(32, 64, 3, stride=2, padding=1), BatchNorm2d(64), ReLU(),     # (64, 4, 4)
+                      AvgPool2d(4), Flatten(), Linear(64, 10))                              # 64 → 10
+
+def bn_cnn_reference(x, sd):
+    h = np_maxpool2(np_relu(np_batchnorm_eval(np_conv2d(x, sd, "0", padding=1), sd, "1")))
+    h = np_maxpool2(np_relu(np_batchnorm_eval(np_conv2d(h, sd, "4", padding=1), sd, "5")))
+    h = np_relu(np_batchnorm_eval(np_conv2d(h, sd, "8", stride=2, padding=1), sd, "9"))
+    return np_linear(h.mean(axis=(2, 3)), sd, "13")                       # 4x4 average pool, flatten
+
+def test_batchnorm_cnn():
+    # convs F·(C·3·3) + F; each BatchNorm has γ and β per channel (its running statistics are
+    # buffers: in the state dict, not parameters); head 64·10 + 10
+    params = ((16 * 3 * 9 + 16) + 2 * 16 + (32 * 16 * 9 + 32) + 2 * 32 + (64 * 32 * 9 + 64) + 2 * 64
+              + (64 * 10 + 10))
+    assert params == 448 + 32 + 4640 + 64 + 18_496 + 128 + 650 == 24_458
+    x = Tensor(RNG.standard_normal((2, 3, 32, 32)).astype(np.float32))
+    model, sd = check_model(bn_cnn, x, params, (2, 10), bn_cnn_reference, seed=3)
+    assert "1.running_mean" in sd and "9.running_var" in sd and sd["5.running_var"].shape == (32,)
+    state_size = sum(v.size for v in sd.values())
+    assert state_size == params + 2 * (16 + 32 + 64)                       # + running mean and var
+
+    # one training-mode pass moves the running statistics; eval mode then uses the new ones
+    model.train()
+    model(Tensor(RNG.standard_normal((8, 3, 32, 32)).astype(np.float32) * 2 + 1))
+    model.eval()
+    sd_after = model.state_dict()
+    assert not np.allclose(sd_after["1.running_mean"], sd["1.running_mean"])
+    np.testing.assert_array_equal(sd_after["0.weight"], sd["0.weight"])   # parameters untouched
+    np.testing.assert_allclose(model(x).numpy(), bn_cnn_reference(x.numpy().astype(np.float64), as_f64(sd_after)), **TOL)
 
 
 # ----------------------------------------------------------------------------------------------
