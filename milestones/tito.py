@@ -73,7 +73,7 @@ def _module_line(eng: Engine, st) -> str:
 
 def cmd_milestone_test(args) -> int:
     eng = _engine(args)
-    ms = eng.course.find_milestone(args.name)
+    ms = eng.course.find_milestone(' '.join(args.name))
     s = Style(use_color(sys.stdout))
     _print(s(f'Milestone test: {ms.name}', 'bold'))
     _print(f'Module tests ({len(ms.modules)}):')
@@ -148,7 +148,7 @@ def cmd_module_status(args) -> int:
 
 def cmd_module_test(args) -> int:
     eng = _engine(args)
-    m = eng.course.find_module(args.name)
+    m = eng.course.find_module(' '.join(args.name))
     st = eng.test_module(m.key)
     if st.state == 'absent':
         _print(f'{st.icon} {m.label}: {st.reason}')
@@ -232,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument('--horizontal', action='store_true', help='one line: Foundation → ... → Serving')
     c.set_defaults(func=cmd_milestone_timeline)
     c = sub.add_parser('test', help="run a milestone's module tests and its capability test")
-    c.add_argument('name', help='milestone key, name or short name, e.g. foundation or "Neural Architecture"')
+    c.add_argument('name', nargs='+', help='milestone key, name or short name, e.g. foundation or Neural Architecture')
     c.add_argument('--fresh', action='store_true', help='re-run module tests even when cached')
     c.set_defaults(func=cmd_milestone_test)
     c = sub.add_parser('unlock', help='unlock the next milestone if its modules and capability test pass')
@@ -244,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser('status', help='table of all modules and their state')
     c.set_defaults(func=cmd_module_status)
     c = sub.add_parser('test', help="run one module's notebook tests now (uncached)")
-    c.add_argument('name', help='module key, name, notebook or number, e.g. tensor, Tensors, 02_tensor, 2')
+    c.add_argument('name', nargs='+', help='module key, name, notebook or number, e.g. tensor, Tensors, 02_tensor, 2')
     c.set_defaults(func=cmd_module_test)
 
     g = groups.add_parser('system', help='this machine')

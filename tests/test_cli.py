@@ -220,7 +220,7 @@ def test_unlock_when_everything_is_unlocked(project, capsys):
 
 def test_milestone_test_reports_modules_and_capability(project, capsys):
     run(capsys, project, 'milestone', 'status')  # warm the cache
-    code, out, _ = run(capsys, project, 'milestone', 'test', 'First Steps')
+    code, out, _ = run(capsys, project, 'milestone', 'test', 'First', 'Steps')  # unquoted works too
     assert code == 0
     assert '✅ 01 Alpha: tests pass (cached)' in out and '✅ 02 Beta: tests pass (cached)' in out
     assert '✅ 1 passed' in out and 'Result: ✅' in out
