@@ -361,3 +361,22 @@ def zero_grad(self: Tensor, set_to_none: bool = True):
     "Forget the accumulated gradient (or zero it in place with `set_to_none=False`)."
     if set_to_none or self.grad is None: self.grad = None
     else: self.grad.data[...] = 0
+
+# %% ../nbs/09_autograd.ipynb #159d7151
+from .spatial import Im2Col
+
+@patch
+def backward(self: Im2Col, grad):
+    "col2im: add each kernel offset's slab of `grad` back onto the pixels it was copied from."
+    N, C, H, W = self.in_shape
+    (kh, kw), (sh, sw) = self.kernel_size, self.stride
+    oh, ow = grad.shape[-2:]
+    ### BEGIN SOLUTION
+    if (sh, sw) == (kh, kw) and (H, W) == (oh * kh, ow * kw):       # windows tile the input: a permutation
+        return (grad.transpose(0, 1, 4, 2, 5, 3).reshape(self.in_shape),)
+    dx = np.zeros(self.in_shape, dtype=grad.dtype)
+    for u in range(kh):
+        for v in range(kw):
+            dx[:, :, u:u + sh * (oh - 1) + 1:sh, v:v + sw * (ow - 1) + 1:sw] += grad[:, :, u, v]
+    return (dx,)
+    ### END SOLUTION
