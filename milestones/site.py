@@ -104,11 +104,11 @@ def render_inline(text: str, ctx: _Ctx | None = None) -> str:
         stash.append(fragment)
         return f'\x00{len(stash) - 1}\x00'
 
-    text = re.sub(r'\\([\\`*_{}\[\]()#+\-.!|$<>~])', lambda m: keep(_esc(m.group(1))), text)
     text = re.sub(r'(`+)(.+?)(?<!`)\1(?!`)', lambda m: keep(f'<code>{_esc(m.group(2).strip())}</code>'), text, flags=re.S)
-    text = re.sub(r'\$\$(.+?)\$\$', lambda m: keep(f'<span class="math">{_esc(m.group(1))}</span>'), text, flags=re.S)
-    text = re.sub(r'(?<![\w$\\])\$(?=\S)([^$\n]+?)(?<=\S)\$(?![\w$])',
-                  lambda m: keep(f'<span class="math">{_esc(m.group(1))}</span>'), text)
+    text = re.sub(r'\$\$(.+?)\$\$', lambda m: keep(f'<span class="math">\\({_esc(m.group(1))}\\)</span>'), text, flags=re.S)
+    text = re.sub(r'(?<![\w$\\])\$(?=\S)([^$]+?)(?<=\S)\$(?![\w$])',
+                  lambda m: keep(f'<span class="math">\\({_esc(m.group(1))}\\)</span>'), text)
+    text = re.sub(r'\\([\\`*_{}\[\]()#+\-.!|$<>~])', lambda m: keep(_esc(m.group(1))), text)
     text = re.sub(r'<(https?://[^>\s]+)>', lambda m: keep(f'<a href="{_attr(m.group(1))}">{_esc(m.group(1))}</a>'), text)
     text = _INLINE_TAG.sub(lambda m: keep(m.group(0)), text)
 
@@ -215,7 +215,7 @@ def _render_blocks(lines: list[str], ctx: _Ctx) -> str:
                 if i < n:
                     body.append(lines[i].split('$$')[0])
                     i += 1
-            out.append(f'<div class="math">{_esc(chr(10).join(body).strip())}</div>')
+            out.append(f'<div class="math">\\[{_esc(chr(10).join(body).strip())}\\]</div>')
             continue
         if m := _ATX.match(line):
             level, text = len(m.group(1)), (m.group(2) or '').strip()
@@ -451,7 +451,8 @@ def _run_notebook(src: Path, dest: Path, skip_flags: set[str]) -> None:
                 cell['outputs'], shell.exc = [], None
                 continue
             exc = shell.exc
-            error = dict(cell=idx, ename=type(exc).__name__, evalue=str(exc)[:2000])
+            original = sum(1 for c in nb['cells'][:idx] if not c.get('metadata', {}).get(SITE_META))
+            error = dict(cell=idx, notebook_cell=original, ename=type(exc).__name__, evalue=str(exc)[:2000])
             break
     nb.setdefault('metadata', {})[SITE_META] = dict(ok=error is None, error=error, skipped=skipped,
                                                     seconds=round(time.time() - start, 2))
@@ -555,7 +556,13 @@ def _execute_all(root: Path, notebooks: list[Path], jobs: int, timeout: float, u
     "Execute each notebook (cached by content hash); {nb path: (executed nb dict or None, summary)}."
     settings = _settings(root)
     lib = root / settings.get('lib_path', settings.get('lib_name', 'tinytorch'))
-    lib_hash = _tree_hash(list(lib.rglob('*.py')) if lib.is_dir() else [])
+    try:                                   # the notebook + the package files it imports, as tito keys its cache
+        from milestones.engine import module_hash
+        lib_name = settings.get('lib_name', 'tinytorch')
+        nb_hash = lambda nb: module_hash(nb, lib, lib_name)
+    except Exception:                      # no engine: every package file counts
+        tree = _tree_hash(list(lib.rglob('*.py')) if lib.is_dir() else [])
+        nb_hash = lambda nb: hashlib.sha256(nb.read_bytes() + tree.encode()).hexdigest()
     me = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
     cache = root / CACHE_DIR
     cache.mkdir(parents=True, exist_ok=True)
@@ -566,7 +573,7 @@ def _execute_all(root: Path, notebooks: list[Path], jobs: int, timeout: float, u
             cells = json.loads(nb.read_text(encoding='utf-8')).get('cells', [])
             if not any(c.get('cell_type') == 'code' and _source(c).strip() for c in cells):
                 return nb, None, dict(ok=True, seconds=0.0, nothing_to_run=True)   # prose only
-        key = hashlib.sha256(nb.read_bytes() + lib_hash.encode() + me.encode() + sys.version.encode()).hexdigest()[:20]
+        key = hashlib.sha256((nb_hash(nb) + me + sys.version).encode()).hexdigest()[:20]
         cached = cache / f'{nb.stem}.{key}.ipynb'
         if use_cache and cached.exists():
             with contextlib.suppress(OSError, ValueError):
@@ -597,7 +604,8 @@ def _execute_all(root: Path, notebooks: list[Path], jobs: int, timeout: float, u
 
 def _failure_text(summary: dict) -> str:
     e = summary.get('error') or {}
-    where = f' in cell {e["cell"] + 1}' if isinstance(e.get('cell'), int) else ''
+    cell = e.get('notebook_cell', e.get('cell'))
+    where = f' in cell {cell + 1}' if isinstance(cell, int) else ''
     first = (e.get('evalue') or '').strip().splitlines()
     return f'{e.get("ename", "error")}{where}' + (f': {first[-1][:160]}' if first else '')
 
@@ -698,14 +706,20 @@ def _sidebar(pages: list[_Page], course: dict, current: _Page, toc: list[tuple[i
     return '<nav class="sidebar">' + ''.join(parts) + '</nav>'
 
 
+# Typesets the LaTeX when the reader is online; offline the formulas stay readable as plain TeX.
+_MATHJAX = ('\n<script>window.MathJax = {tex: {inlineMath: [["\\\\(", "\\\\)"]]}};</script>'
+            '\n<script async src="https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-chtml.js"></script>')
+
+
 def _page_html(title: str, site_title: str, sidebar: str, body: str, prev: _Page | None, nxt: _Page | None) -> str:
+    mathjax = _MATHJAX if 'class="math"' in body else ''
     pager = '<div class="pager"><span>' + (f'<a href="{_attr(prev.file)}">← {_esc(prev.label)}</a>' if prev else '') + \
             '</span><span>' + (f'<a href="{_attr(nxt.file)}">{_esc(nxt.label)} →</a>' if nxt else '') + '</span></div>'
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{_esc(title)} – {_esc(site_title)}</title>
-<link rel="stylesheet" href="assets/site.css">
+<link rel="stylesheet" href="assets/site.css">{mathjax}
 </head><body><div class="layout">
 {sidebar}
 <main>
@@ -731,7 +745,7 @@ def _render_output(out: dict, ctx: _Ctx) -> str:
                 b64 = _text(data[mime]).replace('\n', '')
                 return f'<img src="data:{mime};base64,{b64}" alt="figure">'
         if 'text/markdown' in data: return render_markdown(_text(data['text/markdown']), ctx=ctx)
-        if 'text/latex' in data: return f'<div class="math">{_esc(_text(data["text/latex"]))}</div>'
+        if 'text/latex' in data: return f'<div class="math">{_esc(_text(data["text/latex"]))}</div>'  # has its own $ or \\[
         if 'text/plain' in data: return f'<pre>{_esc(_ANSI.sub("", _text(data["text/plain"])))}</pre>'
         return ''
     if kind == 'error':
@@ -739,6 +753,25 @@ def _render_output(out: dict, ctx: _Ctx) -> str:
         return (f'<div class="error-box"><strong>{_esc(out.get("ename", "Error"))}: {_esc(str(out.get("evalue", "")))}</strong>'
                 f'<pre>{_esc(tb)}</pre></div>')
     return ''
+
+
+_GOTO_FAILED = '<a href="#failed-cell">Go to the failing cell</a>.'
+
+
+def _merge_traceback(outs: list) -> list:
+    "IPython prints a readable traceback to stdout next to the error output: show it once, in the error box."
+    errors = [o for o in outs if o.get('output_type') == 'error']
+    if not errors: return outs
+    kept, pretty = [], None
+    for o in outs:
+        text = _ANSI.sub('', _text(o.get('text', ''))) if o.get('output_type') == 'stream' else ''
+        if pretty is None and 'Traceback (most recent call last)' in text:
+            pretty = text.strip('\n')
+            continue
+        kept.append(o)
+    if pretty:
+        kept = [dict(o, traceback=[pretty]) if o is errors[0] else o for o in kept]
+    return kept
 
 
 def _render_notebook(nb: dict, summary: dict, ctx: _Ctx, lib_name: str, nb_name: str) -> str:
@@ -750,7 +783,9 @@ def _render_notebook(nb: dict, summary: dict, ctx: _Ctx, lib_name: str, nb_name:
     if err:
         parts.append(f'<div class="warning-box"><strong>⚠ This notebook failed while the docs were built</strong> '
                      f'({_esc(_failure_text(summary))}). Cells after the failure were not run, so their outputs '
-                     f'are missing. Run <code>nbdev_test --path nbs/{_esc(nb_name)}</code> to see the full report.</div>')
+                     f'are missing{" (the failing cell is marked below)" if failed_cell is not None else ""}. Run '
+                     f'<code>nbdev_test --path nbs/{_esc(nb_name)}</code> to see the full report. '
+                     f'{_GOTO_FAILED if failed_cell is not None else ""}</div>')
         if failed_cell is None:
             parts.append(f'<div class="error-box"><pre>{_esc(_ANSI.sub("", err.get("evalue", "")))}</pre></div>')
     for idx, cell in enumerate(nb.get('cells', [])):
@@ -764,7 +799,7 @@ def _render_notebook(nb: dict, summary: dict, ctx: _Ctx, lib_name: str, nb_name:
         if 'default_exp' in d: default_exp = d['default_exp'].split()[0] if d['default_exp'] else default_exp
         if {'hide', 'default_exp'} & d.keys() or d.get('include', '').lower() == 'false': continue
         code = _strip_directives(source)
-        is_showdoc = bool(meta.get('auto_showdoc')) or bool(re.fullmatch(r'(\s*show_doc\(.*\)\s*)+', code, flags=re.S))
+        is_showdoc = bool(meta.get('auto_showdoc')) or bool(re.search(r'^show_doc\(', code, flags=re.M))  # as nbdev
         show_source = code.strip() and not is_showdoc and d.get('echo', '').lower() != 'false'
         outs = [] if d.get('output', '').lower() == 'false' else cell.get('outputs', []) or []
         html_parts = []
@@ -780,11 +815,13 @@ def _render_notebook(nb: dict, summary: dict, ctx: _Ctx, lib_name: str, nb_name:
             html_parts.append('<div class="note">not run: an earlier cell failed</div>')
         elif idx in skipped and show_source and not meta.get('auto_showdoc'):
             html_parts.append('<div class="note">not run when building the docs</div>')
+        outs = _merge_traceback(outs)
         rendered = [r for r in (_render_output(o, ctx) for o in outs) if r]
         if rendered:
             html_parts.append('<div class="output">' + '\n'.join(rendered) + '</div>')
         if html_parts:
-            parts.append(f'<div class="cell{" error" if idx == failed_cell else ""}">' + '\n'.join(html_parts) + '</div>')
+            anchor = ' id="failed-cell"' if idx == failed_cell else ''
+            parts.append(f'<div class="cell"{anchor}>' + '\n'.join(html_parts) + '</div>')
     return '\n'.join(parts)
 
 

@@ -111,7 +111,7 @@ def test_module_page_content(built):
     assert 'exported to <code>tinylib/alpha.py</code>' in html
     assert 'HIDDEN CELL' not in html and 'default_exp' not in html
     assert '<pre>SLOW CELL RAN</pre>' not in html and 'not run when building the docs' in html
-    assert 'show_doc(add)' not in html                           # show_doc cells show output, not source
+    assert 'nbdev.showdoc' not in html                           # show_doc cells show output, not source
 
 
 def test_failing_notebook_is_rendered_with_the_error(built):
@@ -119,6 +119,7 @@ def test_failing_notebook_is_rendered_with_the_error(built):
     html = _read(root, 'beta.html')
     assert '<pre>before 1</pre>' in html
     assert 'class="error-box"' in html and 'ZeroDivisionError' in html and 'deliberate failure' in html
+    assert html.count('Traceback (most recent call last)') == 1  # once, inside the box
     assert 'class="warning-box"' in html and 'cell 3' in html
     assert 'after the failure' in html and 'not run: an earlier cell failed' in html
     assert [name for name, _ in result.failures] == ['02_beta.ipynb']
@@ -227,7 +228,7 @@ def test_markdown_inline():
         '<a href="tensor.html#ops">x</a>'
     assert render_inline('see <https://example.org>') == 'see <a href="https://example.org">https://example.org</a>'
     assert render_inline('<script>alert(1)</script>') == '&lt;script&gt;alert(1)&lt;/script&gt;'
-    assert render_inline('cost is $x^2$') == 'cost is <span class="math">x^2</span>'
+    assert render_inline('cost is $x^2$') == 'cost is <span class="math">\\(x^2\\)</span>'   # MathJax delimiters
     assert render_inline(r'a \*literal\* star') == 'a *literal* star'
 
 
