@@ -71,6 +71,7 @@ def render_status(course: Course, states: dict[str, ModuleState], ms_states: lis
     s = Style(color)
     width = max(len(m.milestone.name) for m in ms_states)
     out = [s('TinyTorch milestone status', 'bold'), '']
+    focus = _focus(ms_states)
     for ms in ms_states:
         m = ms.milestone
         colour = 'green' if ms.complete else STATE_COLOUR[ms.state]
@@ -92,7 +93,10 @@ def render_status(course: Course, states: dict[str, ModuleState], ms_states: lis
         for line in m.i_can:
             out.append(f'      {cap_icon} {line}')
         if not ms.unlocked and ms.complete:
-            out.append(f'   → all modules pass: run `tito milestone unlock` to check the capability test and unlock it')
+            if ms is focus:
+                out.append('   → all modules pass: run `tito milestone unlock` to check the capability test and unlock it')
+            else:  # milestones unlock in course order
+                out.append(f'   → all modules pass; it can be unlocked once {focus.milestone.name} is')
         elif ms.unlocked and not ms.complete:
             out.append(f'   {s("! unlocked earlier, but some modules no longer pass", "red")}')
         out.append('')
@@ -100,7 +104,6 @@ def render_status(course: Course, states: dict[str, ModuleState], ms_states: lis
     unlocked = sum(bool(ms.unlocked) for ms in ms_states)
     out.append(f'Overall:       {bar(passing, len(states))}  {passing}/{len(states)} modules pass, '
                f'{unlocked}/{len(ms_states)} milestones unlocked')
-    focus = _focus(ms_states)
     if focus is None:
         out.append('Current focus: every milestone is unlocked. You built a complete ML framework.')
     else:

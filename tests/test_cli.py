@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import notebook
 from milestones import engine
 from milestones.tito import main
 
@@ -46,6 +47,15 @@ def test_status_icons_percentages_and_statements(project, capsys):
     assert 'Next module:   🔄 03 Gamma' in out and 'expected 21, got 20' in out
     assert 'tito milestone unlock' in out
     assert 'Traceback' not in out + err
+
+
+def test_unlock_hint_only_for_the_next_milestone(project, capsys):
+    nb = project.root / 'nbs/03_gamma.ipynb'
+    nb.write_text(nb.read_text().replace('z == 21', 'z == 20'))
+    project.write('nbs/04_delta.ipynb', notebook('assert True'))
+    _, out, _ = run(capsys, project, 'milestone', 'status')
+    assert out.count('run `tito milestone unlock`') == 1
+    assert 'it can be unlocked once First Steps is' in out
 
 
 def test_status_not_started_milestone(project, capsys):
