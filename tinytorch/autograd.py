@@ -247,14 +247,14 @@ def backward(self: MatMul, grad):
     return (ga, gb)
     ### END SOLUTION
 
-# %% ../nbs/09_autograd.ipynb #123b5236
+# %% ../nbs/09_autograd.ipynb #6092cb26
 @patch
 def backward(self: Max, grad):
     if not self.keepdims: grad = np.expand_dims(grad, self.axis)
     ### BEGIN SOLUTION
     winners = self.x == self.out
-    count = winners.sum(axis=self.axis, keepdims=True)       # > 1 where there are ties
-    return (winners * (grad / count.astype(grad.dtype)),)
+    count = winners.sum(axis=self.axis, keepdims=True, dtype=grad.dtype)   # > 1 where there are ties
+    return (winners * (grad / count),)
     ### END SOLUTION
 
 # %% ../nbs/09_autograd.ipynb #a15c79e4
