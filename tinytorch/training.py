@@ -11,7 +11,8 @@ from .optimizers import Optimizer, clip_grad_norm
 
 # %% auto #0
 __all__ = ['MSELoss', 'CrossEntropy', 'CrossEntropyLoss', 'BinaryCrossEntropyWithLogits', 'BCEWithLogitsLoss', 'accuracy',
-           'confusion_matrix', 'ProgressBar', 'Trainer', 'save_checkpoint', 'load_checkpoint', 'plot_history']
+           'confusion_matrix', 'ProgressBar', 'Trainer', 'save_checkpoint', 'load_checkpoint', 'plot_history',
+           'plot_confusion_matrix']
 
 # %% ../nbs/11_training.ipynb #6e37e555
 def _as_tensor(x, name: str, like: Tensor | None = None) -> Tensor:
@@ -233,7 +234,7 @@ class ProgressBar:
         if summary is not None: self.extra = summary
         self._draw('\n')
 
-# %% ../nbs/11_training.ipynb #a611e849
+# %% ../nbs/11_training.ipynb #aaba21b6
 class Trainer:
     "Runs epochs of training and evaluation, keeps a per-epoch history, stops early or on a NaN loss."
     def __init__(self, model, optimizer: Optimizer, loss_fn, scheduler=None, clip_norm: float | None = None,
@@ -292,6 +293,20 @@ class Trainer:
         finally: _set_training(self.model, was_training)
         if n == 0: raise ValueError("evaluate: the loader gave no batches")
         return {'loss': total / n, 'acc': correct / counted if counted else None}
+
+    def predict(self, loader) -> tuple:
+        "(model outputs, targets) over `loader`, concatenated as NumPy arrays, in eval mode without a graph."
+        was_training = getattr(self.model, 'training', True)
+        _set_training(self.model, False)
+        outs, targets = [], []
+        try:
+            with no_grad():
+                for batch in loader:
+                    x, y = _batch(batch, 'predict')
+                    outs.append(self.model(x).data); targets.append(_array(y))
+        finally: _set_training(self.model, was_training)
+        if not outs: raise ValueError("predict: the loader gave no batches")
+        return np.concatenate(outs), np.concatenate(targets)
 
     def fit(self, train_loader, val_loader=None, epochs: int = 1, early_stopping_patience: int | None = None) -> dict:
         "Train for `epochs` (or until early stopping); returns the history dict of per-epoch lists."
@@ -429,6 +444,28 @@ def plot_history(history: dict, path=None, title: str | None = None):
             if pts: ax.plot(*zip(*pts), style, label=split)
         ax.set_xlabel('epoch'); ax.set_ylabel('accuracy' if metric == 'acc' else 'loss'); ax.legend(); ax.grid(alpha=0.3)
     if title: fig.suptitle(title)
+    fig.tight_layout()
+    if path is not None: fig.savefig(path, dpi=100)
+    return fig
+
+# %% ../nbs/11_training.ipynb #f87994b0
+def plot_confusion_matrix(cm: np.ndarray, class_names=None, title: str = 'confusion matrix', path=None):
+    "Heat map of a confusion matrix (rows: true class, columns: predicted), counts written in the cells."
+    import matplotlib
+    if os.environ.get('IN_TEST'): matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    cm = np.asarray(cm)
+    if cm.ndim != 2 or cm.shape[0] != cm.shape[1]: raise ValueError(f"plot_confusion_matrix needs a square matrix, got shape {cm.shape}")
+    n = cm.shape[0]
+    names = list(class_names) if class_names is not None else [str(i) for i in range(n)]
+    if len(names) != n: raise ValueError(f"plot_confusion_matrix: {len(names)} class names for a {n}x{n} matrix")
+    fig, ax = plt.subplots(figsize=(0.55 * n + 2, 0.5 * n + 1.5))
+    ax.imshow(cm, cmap='Blues')
+    for i, j in np.ndindex(cm.shape):
+        ax.text(j, i, int(cm[i, j]), ha='center', va='center', fontsize=7,
+                color='white' if cm[i, j] > cm.max() / 2 else 'black')
+    ax.set_xticks(range(n), names, rotation=45, ha='right', fontsize=8); ax.set_yticks(range(n), names, fontsize=8)
+    ax.set_xlabel('predicted'); ax.set_ylabel('true'); ax.set_title(title)
     fig.tight_layout()
     if path is not None: fig.savefig(path, dpi=100)
     return fig
