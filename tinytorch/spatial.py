@@ -49,15 +49,15 @@ def conv2d_naive(x, weight, bias=None, stride=1, padding=0) -> np.ndarray:
     ### END SOLUTION
     return out
 
-# %% ../nbs/06_spatial.ipynb #cc03b8fd
+# %% ../nbs/06_spatial.ipynb #de573fa6
 class Im2Col(Function):
-    "All `kernel_size` windows of an NCHW array at `stride`, copied out as (N, C, KH, KW, OH, OW)."
+    "All `kernel_size` windows of an NCHW array at `stride`, copied out as (C, KH, KW, N, OH, OW)."
     def forward(self, x, kernel_size, stride):
         self.in_shape, self.kernel_size, self.stride = x.shape, kernel_size, stride
         (kh, kw), (sh, sw) = kernel_size, stride
         ### BEGIN SOLUTION
         windows = sliding_window_view(x, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]   # view (N, C, OH, OW, KH, KW)
-        return np.ascontiguousarray(windows.transpose(0, 1, 4, 5, 2, 3))           # the one copy
+        return np.ascontiguousarray(windows.transpose(1, 4, 5, 0, 2, 3))           # the one copy
         ### END SOLUTION
 
 def _check_nchw(x, owner: str) -> Tensor:
@@ -71,7 +71,7 @@ def _check_nchw(x, owner: str) -> Tensor:
     return x
 
 def im2col(x: Tensor, kernel_size, stride=1, padding=0, pad_value: float = 0.0) -> Tensor:
-    "Windows of `x` (N, C, H, W) as a (N, C, KH, KW, OH, OW) tensor, after padding with `pad_value`."
+    "Windows of `x` (N, C, H, W) as a (C, KH, KW, N, OH, OW) tensor, after padding with `pad_value`."
     _check_nchw(x, "im2col")
     kh, kw = _pair(kernel_size, "kernel_size", "im2col")
     sh, sw = _pair(stride, "stride", "im2col")
@@ -83,7 +83,7 @@ def im2col(x: Tensor, kernel_size, stride=1, padding=0, pad_value: float = 0.0) 
     if ph or pw: x = x.pad(((0, 0), (0, 0), (ph, ph), (pw, pw)), value=pad_value)
     return Im2Col.apply(x, kernel_size=(kh, kw), stride=(sh, sw))
 
-# %% ../nbs/06_spatial.ipynb #f7cdf369
+# %% ../nbs/06_spatial.ipynb #d9f25307
 def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padding=0) -> Tensor:
     "2-D convolution of `x` (N, C, H, W) with `weight` (F, C, KH, KW): im2col and one matmul."
     _check_nchw(x, "conv2d")
@@ -96,10 +96,10 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padd
     if bias is not None and tuple(bias.shape) != (F,):
         raise ValueError(f"conv2d: bias must have shape ({F},) for {F} filters, got {tuple(bias.shape)}")
     ### BEGIN SOLUTION
-    cols = im2col(x, (KH, KW), stride, padding)                            # (N, C, KH, KW, OH, OW)
-    N, OH, OW = x.shape[0], cols.shape[4], cols.shape[5]
-    out = weight.reshape(F, C * KH * KW) @ cols.reshape(N, C * KH * KW, OH * OW)   # (N, F, OH*OW)
-    out = out.reshape(N, F, OH, OW)
+    cols = im2col(x, (KH, KW), stride, padding)                                # (C, KH, KW, N, OH, OW)
+    N, OH, OW = cols.shape[3:]
+    out = weight.reshape(F, C * KH * KW) @ cols.reshape(C * KH * KW, N * OH * OW)   # one GEMM: (F, N·OH·OW)
+    out = out.reshape(F, N, OH, OW).permute(1, 0, 2, 3)                         # NCHW view, no copy
     return out if bias is None else out + bias.reshape(1, F, 1, 1)
     ### END SOLUTION
 
@@ -131,7 +131,7 @@ class Conv2d(Module):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
                 f"padding={self.padding}, bias={self.bias is not None}")
 
-# %% ../nbs/06_spatial.ipynb #df4e132c
+# %% ../nbs/06_spatial.ipynb #fb06ee29
 def _pool_args(x, kernel_size, stride, padding, owner):
     _check_nchw(x, owner)
     k = _pair(kernel_size, "kernel_size", owner)
@@ -148,14 +148,14 @@ def max_pool2d(x: Tensor, kernel_size, stride=None, padding=0) -> Tensor:
     "Maximum over each window (stride defaults to the kernel size)."
     k, s, p = _pool_args(x, kernel_size, stride, padding, "max_pool2d")
     ### BEGIN SOLUTION
-    return im2col(x, k, s, p, pad_value=-np.inf).max(axis=(2, 3))
+    return im2col(x, k, s, p, pad_value=-np.inf).max(axis=(1, 2)).permute(1, 0, 2, 3)
     ### END SOLUTION
 
 def avg_pool2d(x: Tensor, kernel_size, stride=None, padding=0) -> Tensor:
     "Mean over each window (zero padding counts in the mean)."
     k, s, p = _pool_args(x, kernel_size, stride, padding, "avg_pool2d")
     ### BEGIN SOLUTION
-    return im2col(x, k, s, p).mean(axis=(2, 3))
+    return im2col(x, k, s, p).mean(axis=(1, 2)).permute(1, 0, 2, 3)
     ### END SOLUTION
 
 class MaxPool2d(Module):
