@@ -363,7 +363,7 @@ def zero_grad(self: Tensor, set_to_none: bool = True):
     if set_to_none or self.grad is None: self.grad = None
     else: self.grad.data[...] = 0
 
-# %% ../nbs/09_autograd.ipynb #159d7151
+# %% ../nbs/09_autograd.ipynb #6e277bde
 from .spatial import Im2Col
 
 @patch
@@ -373,11 +373,13 @@ def backward(self: Im2Col, grad):
     (kh, kw), (sh, sw) = self.kernel_size, self.stride
     oh, ow = grad.shape[-2:]
     ### BEGIN SOLUTION
-    if (sh, sw) == (kh, kw) and (H, W) == (oh * kh, ow * kw):       # windows tile the input: a permutation
-        return (grad.transpose(0, 1, 4, 2, 5, 3).reshape(self.in_shape),)
-    dx = np.zeros(self.in_shape, dtype=grad.dtype)
+    overlap = sh < kh or sw < kw
+    covered = (sh, sw) == (kh, kw) and (H, W) == (oh * kh, ow * kw)   # windows tile the input exactly
+    dx = np.empty((C, N, H, W), grad.dtype) if covered else np.zeros((C, N, H, W), grad.dtype)
     for u in range(kh):
         for v in range(kw):
-            dx[:, :, u:u + sh * (oh - 1) + 1:sh, v:v + sw * (ow - 1) + 1:sw] += grad[:, :, u, v]
-    return (dx,)
+            target = (slice(None), slice(None), slice(u, u + sh * (oh - 1) + 1, sh), slice(v, v + sw * (ow - 1) + 1, sw))
+            if overlap: dx[target] += grad[:, u, v]
+            else: dx[target] = grad[:, u, v]
+    return (dx.transpose(1, 0, 2, 3),)
     ### END SOLUTION
