@@ -175,7 +175,7 @@ def broadcast_shape(a: tuple, b: tuple, op: str = "op") -> tuple:
     return tuple(reversed(out))
     ### END SOLUTION
 
-# %% ../nbs/02_tensor.ipynb #5a0d682d
+# %% ../nbs/02_tensor.ipynb #69756219
 class Expand(Function):
     "Broadcast to a larger shape (a view; its gradient is a sum)."
     def forward(self, x, shape): return np.broadcast_to(x, shape)
@@ -193,8 +193,9 @@ def _broadcast_pair(a, b, op: str):
     a = _lift(a, b) if not isinstance(a, Tensor) else a
     b = _lift(b, a)
     shape = broadcast_shape(a.shape, b.shape, op)
-    if a.shape != shape: a = Expand.apply(a, shape=shape)
-    if b.shape != shape: b = Expand.apply(b, shape=shape)
+    # Only an operand that wants a gradient needs the explicit expand; NumPy broadcasts constants for free.
+    if a.shape != shape and a.requires_grad: a = Expand.apply(a, shape=shape)
+    if b.shape != shape and b.requires_grad: b = Expand.apply(b, shape=shape)
     return a, b
 
 # %% ../nbs/02_tensor.ipynb #34fbca1c
@@ -507,7 +508,7 @@ class Cast(Function):
         self.in_dtype = x.dtype
         return x.astype(dtype)
 
-# %% ../nbs/02_tensor.ipynb #125b8ca5
+# %% ../nbs/02_tensor.ipynb #013fe736
 Tensor.exp  = lambda self: Exp.apply(self)
 Tensor.log  = lambda self: Log.apply(self)
 Tensor.sqrt = lambda self: Sqrt.apply(self)
@@ -530,8 +531,9 @@ def where(cond, a, b) -> Tensor:
     cond = cond.data if isinstance(cond, Tensor) else np.asarray(cond)
     if cond.dtype != np.bool_: raise TypeError(f"where needs a boolean condition, got dtype {cond.dtype}")
     a, b = _broadcast_pair(a, b, "where")
-    shape = broadcast_shape(cond.shape, a.shape, "where")
-    if a.shape != shape: a, b = Expand.apply(a, shape=shape), Expand.apply(b, shape=shape)
+    shape = broadcast_shape(cond.shape, broadcast_shape(a.shape, b.shape, "where"), "where")
+    if a.shape != shape and a.requires_grad: a = Expand.apply(a, shape=shape)
+    if b.shape != shape and b.requires_grad: b = Expand.apply(b, shape=shape)
     return Where.apply(a, b, cond=np.broadcast_to(cond, shape))
 
 def _astype(self, dtype):
