@@ -221,7 +221,7 @@ def gradcheck(fn, *inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 
         _GradMode.enabled = mode
     return True
 
-# %% ../nbs/09_autograd.ipynb #a3323ed9
+# %% ../nbs/09_autograd.ipynb #73af08cb
 @patch
 def backward(self: MatMul, grad):
     A, B = self.parents
@@ -236,7 +236,8 @@ def backward(self: MatMul, grad):
     ga = gb = None
     if A.requires_grad:
         if b2.ndim == 2:                                   # shared matrix: one GEMM over all rows
-            ga = (g2.reshape(-1, g2.shape[-1]) @ b2.T).reshape(g2.shape[:-1] + (b2.shape[0],))
+            # (b·gᵀ)ᵀ equals g·bᵀ; OpenBLAS splits it across threads far better when the shared dim is long
+            ga = (b2 @ g2.reshape(-1, g2.shape[-1]).T).T.reshape(g2.shape[:-1] + (b2.shape[0],))
         else: ga = _sum_to_shape(np.matmul(g2, np.swapaxes(b2, -1, -2)), a2.shape)
         ga = ga.reshape(a.shape)
     if B.requires_grad:
