@@ -164,7 +164,7 @@ def confusion_matrix(preds, targets, num_classes: int) -> np.ndarray:
     return np.bincount(t * num_classes + p, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
     ### END SOLUTION
 
-# %% ../nbs/11_training.ipynb #21b862fb
+# %% ../nbs/11_training.ipynb #fc07710d
 from .autograd import no_grad
 
 def _set_training(model, training: bool):
@@ -180,11 +180,12 @@ def _batch(batch, where: str):
     x, y = batch
     return (x if isinstance(x, Tensor) else Tensor(x)), y
 
-def _n_correct(out: Tensor, y) -> int | None:
-    "Correct predictions in a batch, when this looks like classification (integer targets, one logit per class)."
+def _n_correct(out: Tensor, y):
+    "(correct predictions, predictions made) in a batch when this looks like classification "
+    "(integer targets, one logit per class on the last axis), else None."
     t = _array(y)
     if t.dtype.kind not in 'iu' or out.ndim != t.ndim + 1 or out.shape[:-1] != t.shape: return None
-    return int((out.data.argmax(axis=-1) == t).sum())
+    return int((out.data.argmax(axis=-1) == t).sum()), t.size
 
 def _state_copy(model) -> dict:
     return {k: np.array(_array(v), copy=True) for k, v in model.state_dict().items()}
@@ -234,7 +235,7 @@ class ProgressBar:
         if summary is not None: self.extra = summary
         self._draw('\n')
 
-# %% ../nbs/11_training.ipynb #aaba21b6
+# %% ../nbs/11_training.ipynb #898f43dc
 class Trainer:
     "Runs epochs of training and evaluation, keeps a per-epoch history, stops early or on a NaN loss."
     def __init__(self, model, optimizer: Optimizer, loss_fn, scheduler=None, clip_norm: float | None = None,
@@ -257,7 +258,7 @@ class Trainer:
         return sys.stderr.isatty() and not os.environ.get('IN_TEST')
 
     def train_step(self, x: Tensor, y) -> tuple:
-        "One optimisation step on a batch; returns (loss value, number correct or None)."
+        "One optimisation step on a batch; returns (loss value, (correct, counted) predictions or None)."
         ### BEGIN SOLUTION
         out = self.model(x)
         loss = self.loss_fn(out, y)
@@ -289,7 +290,7 @@ class Trainer:
                     size = len(x)
                     total += self.loss_fn(out, y).item() * size; n += size
                     c = _n_correct(out, y)
-                    if c is not None: correct += c; counted += size
+                    if c is not None: correct += c[0]; counted += c[1]
         finally: _set_training(self.model, was_training)
         if n == 0: raise ValueError("evaluate: the loader gave no batches")
         return {'loss': total / n, 'acc': correct / counted if counted else None}
@@ -333,7 +334,7 @@ class Trainer:
                     raise
                 size = len(x)
                 total += value * size; n += size
-                if c is not None: correct += c; counted += size
+                if c is not None: correct += c[0]; counted += c[1]
                 if bar: bar.update(extra=f"loss {total / n:.4f}")
             if n == 0: raise ValueError("fit: the training loader gave no batches")
             row = {'epoch': self.epoch, 'train_loss': total / n, 'train_acc': correct / counted if counted else None,
