@@ -364,7 +364,7 @@ def _summary(row: dict) -> str:
     if row['val_acc'] is not None: parts.append(f"val_acc {row['val_acc']:.3f}")
     return ' '.join(parts)
 
-# %% ../nbs/11_training.ipynb #f36b9c79
+# %% ../nbs/11_training.ipynb #7cca2325
 def _meta_array(key: str, value) -> np.ndarray:
     arr = np.asarray(value)
     if arr.dtype == object or arr.dtype.kind in 'OV':
@@ -428,7 +428,7 @@ def load_checkpoint(path, model, optimizer: Optimizer | None = None) -> dict:
     model.load_state_dict(parts['model'])
     return {k: (v.item() if v.ndim == 0 else v) for k, v in parts['meta'].items()}
 
-# %% ../nbs/11_training.ipynb #57f31380
+# %% ../nbs/11_training.ipynb #983c1119
 def plot_history(history: dict, path=None, title: str | None = None):
     "Loss and accuracy curves (train and validation) from `Trainer.fit`'s history; optionally saved to `path`."
     import matplotlib
@@ -449,7 +449,7 @@ def plot_history(history: dict, path=None, title: str | None = None):
     if path is not None: fig.savefig(path, dpi=100)
     return fig
 
-# %% ../nbs/11_training.ipynb #f87994b0
+# %% ../nbs/11_training.ipynb #f8691172
 def plot_confusion_matrix(cm: np.ndarray, class_names=None, title: str = 'confusion matrix', path=None):
     "Heat map of a confusion matrix (rows: true class, columns: predicted), counts written in the cells."
     import matplotlib
