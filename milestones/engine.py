@@ -384,9 +384,12 @@ def run_nbdev_test(root: Path, nb_path: Path, timeout: float | None = None) -> R
     """Run nbdev_test on one notebook from the project root; never raises for a failing notebook."""
     timeout = timeout or float(os.environ.get('TITO_TEST_TIMEOUT', DEFAULT_TIMEOUT))
     cmd = nbdev_test_command() + ['--path', str(nb_path)]
+    # Notebooks are tested one per core in parallel; a multi-threaded BLAS in each would oversubscribe the cores.
+    env = dict(os.environ)
+    for var in ('OPENBLAS_NUM_THREADS', 'OMP_NUM_THREADS', 'MKL_NUM_THREADS'): env.setdefault(var, '1')
     start = time.monotonic()
     try:
-        p = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=timeout,
+        p = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=timeout, env=env,
                            encoding='utf-8', errors='replace', stdin=subprocess.DEVNULL)
         out = (p.stdout or '') + (p.stderr or '')
         ok = p.returncode == 0
