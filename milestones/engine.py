@@ -40,7 +40,7 @@ UNLOCKS_VERSION = 1
 DEFAULT_TIMEOUT = 900  # seconds for one notebook's nbdev_test; override with TITO_TEST_TIMEOUT
 OUTPUT_KEEP = 6000  # characters of a failing run's output kept in the cache
 
-ICONS = {'pass': '✅', 'fail': '🔄', 'absent': '⏳'}
+ICONS = {'pass': '✅', 'fail': '🔄', 'absent': '⏳', 'untested': '❔'}
 MILESTONE_ICONS = {'unlocked': '✅', 'in_progress': '🔄', 'not_started': '⏳'}
 
 
@@ -509,8 +509,9 @@ class Engine:
         self._cache_dirty = False
 
     # ---- module states
-    def module_states(self, keys=None, use_cache: bool = True) -> dict[str, ModuleState]:
-        """State of each module (all by default), testing in parallel those whose cache is stale."""
+    def module_states(self, keys=None, use_cache: bool = True, run: bool = True) -> dict[str, ModuleState]:
+        """State of each module (all by default), testing in parallel those whose cache is stale.
+        With run=False nothing is tested: a module without a current cached result is 'untested'."""
         mods = [self.course.module_by_key[k] for k in keys] if keys is not None else self.course.modules
         cache = self._load_cache()
         results: dict[str, ModuleState] = {}
@@ -530,8 +531,10 @@ class Engine:
                 results[m.key] = ModuleState(m.key, entry['state'], entry.get('reason', ''), cached=True,
                                              output=entry.get('output', ''), seconds=entry.get('seconds', 0.0),
                                              tested_at=entry.get('tested_at', ''))
-            else:
+            elif run:
                 to_run.append((m, h))
+            else:
+                results[m.key] = ModuleState(m.key, 'untested', 'not tested since it last changed: run `make milestone-status`')
         if to_run:
             if self.progress:
                 names = ', '.join(m.stem for m, _ in to_run)

@@ -17,9 +17,9 @@ from .render import render_markdown
 
 DRAWING_VERSION = 1  # bump when draw_timeline_svg changes, so old SVGs are redrawn
 # state -> fill colour (colour-blind friendly enough: green / amber / grey)
-COLOURS = {'pass': '#2e9e44', 'fail': '#f0a202', 'absent': '#c8c8c8',
+COLOURS = {'pass': '#2e9e44', 'fail': '#f0a202', 'absent': '#c8c8c8', 'untested': '#e8e8e8',
            'unlocked': '#2e9e44', 'in_progress': '#f0a202', 'not_started': '#c8c8c8'}
-WORDS = {'pass': 'tests pass', 'fail': 'present, failing', 'absent': 'not started',
+WORDS = {'pass': 'tests pass', 'fail': 'present, failing', 'absent': 'not started', 'untested': 'not tested yet',
          'unlocked': 'unlocked', 'in_progress': 'in progress', 'not_started': 'not started'}
 
 

@@ -14,7 +14,7 @@ from .engine import ModuleState, MilestoneState, Course
 
 BAR_WIDTH = 20
 _ANSI = {'green': '32', 'yellow': '33', 'dim': '2', 'bold': '1', 'cyan': '36', 'red': '31'}
-STATE_COLOUR = {'pass': 'green', 'fail': 'yellow', 'absent': 'dim',
+STATE_COLOUR = {'pass': 'green', 'fail': 'yellow', 'absent': 'dim', 'untested': 'dim',
                 'unlocked': 'green', 'in_progress': 'yellow', 'not_started': 'dim'}
 MILESTONE_WORDS = {'unlocked': 'unlocked', 'in_progress': 'in progress', 'not_started': 'not started'}
 
