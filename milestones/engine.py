@@ -94,7 +94,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         with os.fdopen(fd, 'wb') as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            os.fsync(f.fileno())  # the bytes are on disk before the rename makes them visible
         os.replace(tmp, path)
     except BaseException:
         try:

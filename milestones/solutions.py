@@ -310,26 +310,35 @@ def _outside_regions(course) -> set[str]:
     return keep
 
 
-def scan_for_leaks(folder: Path, lines: set[str]) -> list[str]:
-    """'file: line' for every solution line found in the files and git objects under `folder`."""
-    hits = []
-    needles = sorted(lines)
+def text_lines(data: bytes) -> set[str]:
+    """The stripped lines of a file's bytes; a notebook's cell sources are read out of its JSON first."""
+    text = data.decode('utf-8', 'replace')
+    try:
+        nb = json.loads(text)
+        if isinstance(nb, dict) and isinstance(nb.get('cells'), list):
+            text = '\n'.join(cell_source(c) for c in nb['cells'] if isinstance(c, dict))
+    except ValueError:
+        pass
+    return {l.strip() for l in text.splitlines()}
 
-    def scan(name: str, text: str):
-        if not text:
-            return
-        found = [n for n in needles if n in text]
-        hits.extend(f'{name}: {n}' for n in found[:3])
+
+def scan_for_leaks(folder: Path, lines: set[str]) -> list[str]:
+    """'where: line' for every solution line that stands as a line of a file or git object under `folder`."""
+    hits = []
+
+    def scan(name: str, data: bytes):
+        hits.extend(f'{name}: {l}' for l in sorted(text_lines(data) & lines)[:3])
 
     for p in sorted(folder.rglob('*')):
         if p.is_file() and '.git' not in p.relative_to(folder).parts:
-            scan(str(p.relative_to(folder)), p.read_bytes().decode('utf-8', 'replace'))
+            scan(str(p.relative_to(folder)), p.read_bytes())
     if (folder / '.git').is_dir():
         listing = subprocess.run(['git', 'cat-file', '--batch-all-objects', '--batch-check=%(objectname) %(objecttype)'],
                                  cwd=folder, capture_output=True, text=True).stdout.split()
-        for sha in listing[0::2]:
-            data = subprocess.run(['git', 'cat-file', '-p', sha], cwd=folder, capture_output=True).stdout
-            scan(f'git object {sha[:10]}', data.decode('utf-8', 'replace'))
+        for sha, kind in zip(listing[0::2], listing[1::2]):
+            if kind == 'blob':
+                data = subprocess.run(['git', 'cat-file', 'blob', sha], cwd=folder, capture_output=True).stdout
+                scan(f'git object {sha[:10]}', data)
     return hits
 
 

@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 
 from .engine import Engine, TitoError, run_capability_test, STATE_DIR, SAVED_DIR
+from .solutions import SolutionError
 from .render import render_module_table, render_status, render_timeline, use_color, Style
 
 TAIL_LINES = 60
@@ -355,6 +356,9 @@ def main(argv=None) -> int:
     except TitoError as e:
         print(f'tito: {e}', file=sys.stderr)
         return e.code
+    except SolutionError as e:
+        print(f'tito: {e}', file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print('tito: interrupted', file=sys.stderr)
         return 130

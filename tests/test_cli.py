@@ -8,6 +8,7 @@ import json
 import os
 import pty
 import select
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -422,3 +423,125 @@ def test_timeline_svg_is_redrawn_only_when_states_change(project, capsys, monkey
     monkeypatch.setattr(progress, 'draw_timeline_svg', lambda *a: b'<?xml?>\n<svg>redrawn</svg>')
     run(capsys, project, 'milestone', 'status', '--write-docs')
     assert 'redrawn' in (project.root / '_docs/timeline.svg').read_text()
+
+
+# --------------------------------------------------------------------------- issue 7, section 3: holes that used to fool the status
+
+def test_unlock_refuses_when_a_capability_test_skips(project, capsys):
+    project.write('tests/capability/test_first.py',
+                  'import pytest\ndef test_adds():\n    assert 1 + 1 == 2\n'
+                  'def test_needs_data():\n    pytest.skip("the Foo dataset is missing: apt-get install foo-data")\n')
+    code, out, err = run(capsys, project, 'milestone', 'unlock')
+    assert code == 1 and 'Cannot unlock First Steps' in out
+    assert 'skipped' in out and 'test_needs_data' in out and 'apt-get install foo-data' in out
+    assert not (project.root / '.tito/unlocks.json').exists()
+
+
+def test_unlock_retests_instead_of_trusting_the_cache(project, capsys):
+    run(capsys, project, 'milestone', 'status')
+    cache_path = project.root / '.tito/cache/modules.json'
+    cache = json.loads(cache_path.read_text())
+    cache['modules']['gamma'].update(ok=True, reason='tests pass', inputs={})   # a forged "pass"
+    cache_path.write_text(json.dumps(cache))
+    (project.root / '.tito/unlocks.json').write_text(json.dumps({'version': 1, 'unlocked': {'first': {'date': '2026-01-02'}}}))
+    project.write('nbs/04_delta.ipynb', notebook('assert True'))
+    project.write('tests/modules/test_04_delta.py', 'def test_ok():\n    assert True\n')
+    project.write('tests/capability/test_second.py', 'def test_ok():\n    assert True\n')
+    _, out, _ = run(capsys, project, 'milestone', 'status')
+    assert '✅ 03 Gamma' in out          # status trusts a cache entry whose inputs are current...
+    project.runs()
+    code, out, _ = run(capsys, project, 'milestone', 'unlock')
+    assert code == 1 and '03 Gamma (failing)' in out   # ...unlock tests afresh
+    assert '03_gamma.ipynb' in project.runs()
+
+
+def test_regressed_shows_everywhere(project, capsys):
+    assert tito(project, 'milestone', 'unlock') == 0
+    capsys.readouterr()
+    lib = project.root / 'tinytorch/alpha.py'
+    lib.write_text(lib.read_text().replace('x = 1', 'x = 3'))     # alpha's protected tests now fail
+    _, out, _ = run(capsys, project, 'milestone', 'status', '--write-docs')
+    first = next(l for l in out.splitlines() if 'First Steps' in l)
+    assert first.startswith('⚠️') and 'regressed' in first and '✅' not in first
+    assert '⚠️ Can add numbers' in out and '⚠️ I can add' in out and '✅ I can add' not in out
+    _, out, _ = run(capsys, project, 'milestone', 'timeline', '--horizontal')
+    assert out.strip().startswith('⚠️ First')
+    _, out, _ = run(capsys, project, 'milestone', 'timeline')
+    assert '⚠️ First Steps' in out and 'regressed' in out
+    svg = (project.root / '_docs/timeline.svg').read_text()
+    assert 'regressed' in svg
+    md = (project.root / '_docs/progress.md').read_text()
+    assert '| First Steps | ⚠️ regressed' in md
+
+
+def test_make_clean_keeps_the_learners_history(tmp_path):
+    work = tmp_path / 'proj'
+    (work / '.tito/cache').mkdir(parents=True)
+    (work / '.tito/saved').mkdir()
+    for rel in ('.tito/unlocks.json', '.tito/unlocks.json.corrupt-20260101T000000', '.tito/saved/02_tensor-1.ipynb',
+                '.tito/cache/modules.json', '.tito/system_report.json', '_docs/index.html'):
+        (work / rel).parent.mkdir(parents=True, exist_ok=True)
+        (work / rel).write_text('x')
+    p = subprocess.run(['make', '-f', str(REPO / 'Makefile'), 'clean'], cwd=work, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    left = sorted(str(p.relative_to(work)) for p in work.rglob('*') if p.is_file())
+    assert left == ['.tito/saved/02_tensor-1.ipynb', '.tito/unlocks.json', '.tito/unlocks.json.corrupt-20260101T000000']
+
+
+def test_system_doctor_with_an_unwritable_state_folder(tmp_path):
+    proj = tmp_path / 'proj'
+    shutil.copytree(REPO / 'milestones', proj / 'milestones', ignore=shutil.ignore_patterns('__pycache__'))
+    shutil.copy(REPO / 'settings.ini', proj / 'settings.ini')
+    (proj / 'tinytorch').mkdir()
+    shutil.copy(REPO / 'tinytorch/setup.py', proj / 'tinytorch/setup.py')
+    (proj / 'tinytorch/__init__.py').write_text('')
+    (proj / '.tito').write_text('a file where the folder should be')   # unwritable for root too
+    p = subprocess.run([sys.executable, '-m', 'milestones.tito', '--root', str(proj), 'system', 'doctor'],
+                       cwd=proj, capture_output=True, text=True, timeout=120)
+    assert 'Traceback' not in p.stdout + p.stderr
+    assert 'Matmul' in p.stdout and 'Report not saved' in p.stdout
+
+
+def test_every_corrupt_state_file_keeps_its_own_backup(project, capsys):
+    cache = project.root / '.tito/cache/modules.json'
+    cache.parent.mkdir(parents=True)
+    for junk in ('{first', '{second'):
+        cache.write_text(junk)
+        run(capsys, project, 'module', 'status')
+    backups = sorted((project.root / '.tito/cache').glob('modules.json.corrupt-*'))
+    assert [b.read_text() for b in backups] == ['{first', '{second']
+
+
+def test_one_bad_unlock_record_does_not_discard_the_others(project, capsys):
+    (project.root / '.tito').mkdir()
+    unlocks = project.root / '.tito/unlocks.json'
+    unlocks.write_text(json.dumps({'version': 1, 'unlocked': {'first': {'date': '2026-01-02'},
+                                                              'second': {'date': 'last tuesday'}}}))
+    code, out, err = run(capsys, project, 'milestone', 'timeline')
+    assert code == 0 and "['second']" in err and 'kept the others' in err
+    assert json.loads(unlocks.read_text())['unlocked'] == {'first': {'date': '2026-01-02'}}
+    assert 'unlocked 2026-01-02' in out
+    assert len(list((project.root / '.tito').glob('unlocks.json.corrupt-*'))) == 1
+
+
+def test_unlock_shows_the_capability_tests_progress(project, capsys):
+    project.write('tests/capability/test_first.py', 'def test_trains():\n    print("epoch 1/3 loss 0.52")\n')
+    code, out, err = run(capsys, project, 'milestone', 'unlock')
+    assert code == 0
+    assert 'running its capability test' in err and 'test_trains' in out and 'epoch 1/3 loss 0.52' in out
+
+
+def test_edited_tests_do_not_count(project, capsys):
+    assert tito(project, 'course', 'manifest') == 0
+    _, out, _ = run(capsys, project, 'module', 'status')
+    rows = [l for l in out.splitlines() if l[:2].isdigit()]
+    assert '✅' in rows[0] and '🔄' in rows[2]
+    nb = project.root / 'nbs/03_gamma.ipynb'
+    nb.write_text(nb.read_text().replace('assert z == 21, f\\"expected 21, got {z}\\"', 'pass'))
+    _, out, _ = run(capsys, project, 'milestone', 'status', '--detailed')
+    gamma = next(l for l in out.splitlines() if '03 Gamma' in l)
+    assert gamma.strip().startswith('✏️') and 'differs from the released notebook' in gamma
+    project.write('tests/modules/test_01_alpha.py', 'def test_x():\n    pass\n')
+    _, out, _ = run(capsys, project, 'milestone', 'status', '--detailed')
+    alpha = next(l for l in out.splitlines() if '01 Alpha' in l)
+    assert alpha.strip().startswith('✏️') and 'tests/modules/test_01_alpha.py differs' in alpha
