@@ -10,7 +10,7 @@ milestones/templates/ write static pages that open straight from disk.
 """
 from __future__ import annotations
 
-import configparser, contextlib, hashlib, json, os, re, shutil, subprocess, sys, tempfile, time
+import configparser, contextlib, hashlib, inspect, json, os, re, shutil, subprocess, sys, tempfile, time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,17 +65,20 @@ def _run_notebook(src: Path, dest: Path, flags: set[str]) -> None:
         shell.exc = exc
     os.chdir(src.parent)
     try: shell.run_all(nb, exc_stop=True, preproc=skip, postproc=show_figures)
-    except Exception as e: error = dict(cell=shell._cell_idx, error=f'{type(e).__name__}: {e}'[:500])
+    except Exception as e:   # numbered as in the notebook, without the show_doc cells added above
+        error = dict(cell=sum(not c.get('has_sd') for c in nb.cells[:shell._cell_idx]), error=f'{type(e).__name__}: {e}'[:500])
     for c in nb.cells: c.pop('has_sd', None)
     nb.metadata[META] = dict(ok=error is None, error=error, seconds=round(time.time() - start, 1))
-    write_nb(nb, dest)
+    write_nb(nb, dest.with_suffix('.tmp'))
+    os.replace(dest.with_suffix('.tmp'), dest)
 
 
 def _run_all(root: Path, notebooks: list[Path], jobs: int, timeout: float, use_cache: bool, log) -> dict:
     "{notebook: (executed notebook file, run summary)}, each notebook run at most once, cached by content."
     s = _settings(root)
     lib = sorted((root / s.get('lib_path', 'tinytorch')).rglob('*.py'))
-    common = b''.join(p.read_bytes() for p in [*lib, Path(__file__)]) + (s.get('tst_flags', '') + sys.version).encode()
+    runner = inspect.getsource(_run_notebook) + s.get('tst_flags', '') + sys.version   # a rendering change reruns nothing
+    common = b''.join(p.read_bytes() for p in lib) + runner.encode()
     cache = root / CACHE_DIR
     cache.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, IN_TEST='1', PYTHONPATH=os.pathsep.join([str(root), str(Path(__file__).parent.parent)]))
@@ -150,7 +153,7 @@ def _notebook_html(nb_file: Path, exporter, git_url: str) -> tuple[str, str]:
     def tidy(cell):   # Quarto's cell options, for the renderer that has no Quarto
         d, tags = cell.get('directives_') or {}, cell.metadata.setdefault('tags', [])
         if d.get('include:', [''])[0] == 'false': tags.append('remove_cell')
-        if d.get('echo:', [''])[0] == 'false' or re.match(r'\s*show_doc\(', cell.source): tags.append('remove_input')
+        if d.get('echo:', [''])[0] == 'false' or re.search(r'^show_doc\(', cell.source, re.M): tags.append('remove_input')
         if d.get('output:', [''])[0] == 'false': cell.outputs = []
         for o in cell.get('outputs', []):   # show_doc's "[source](url){target=...}" link: Quarto syntax
             if 'text/markdown' in o.get('data', {}):
@@ -235,6 +238,7 @@ def _build_builtin(root, out, notebooks, runs, result, progress_md) -> None:
         pages.insert(0, ('index.html', s.get('title', 'Home'), f'<h1>{s.get("title", "Home")}</h1>', None))
     if progress_md is not None: pages.append(('progress.html', 'Progress', exporter.markdown(progress_md), None))
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True)
+    for old in out.glob('*.html'): old.unlink()   # pages of renamed or deleted notebooks
     for i, (file, title, body, failure) in enumerate(pages):
         html = env.get_template('page.html.j2').render(
             site_title=s.get('title', 'Docs'), title=title, body=body, failure=failure, current=file, groups=groups,
@@ -256,7 +260,8 @@ def _build_quarto(root, out, notebooks, runs, result, progress_md) -> None:
     nbs, readme = root / s.get('nbs_path', 'nbs'), root / 'README.md'
     write_sidebar_yml(root, notebooks)
     # _quarto.yml and nbdev.yml, which nbdev_docs reads from the folder it is given
-    subprocess.run([sys.executable, '-c', 'from nbdev.quarto import refresh_quarto_yml as f; f()'], cwd=root, check=True)
+    p = subprocess.run([sys.executable, '-c', 'from nbdev.quarto import refresh_quarto_yml as f; f()'], cwd=root)
+    if p.returncode: return result.failures.append(('nbdev refresh_quarto_yml', f'exit code {p.returncode}'))
     saved = readme.read_bytes() if readme.exists() else None   # nbdev_docs rewrites README.md
     with tempfile.TemporaryDirectory() as tmp:
         staged = Path(tmp) / 'nbs'
