@@ -1,7 +1,7 @@
 """The real docs site, built from this repository's notebooks, opened in headless Debian chromium.
 
 Playwright (Python) drives the system's /usr/bin/chromium; no browser is downloaded. Each page
-must load without console errors, show no raw TeX, load every image and SVG, link only to files
+must load without console errors or any request off the machine, show no raw TeX, load every image and SVG, link only to files
 (and anchors) that exist, and carry the sidebar with every module under its milestone.
 Full-page screenshots go to build/browser-test/ (set TINYTORCH_ARTIFACTS to change).
 """
@@ -47,21 +47,23 @@ def site(browser, tmp_path_factory):
 
 def _open(browser, site, page):
     tab = browser.new_page(viewport={'width': 1280, 'height': 900})
-    errors, failed = [], []
+    errors, failed, remote = [], [], []
     tab.on('console', lambda m: errors.append(m.text) if m.type == 'error' else None)
     tab.on('pageerror', lambda e: errors.append(str(e)))
     tab.on('requestfailed', lambda r: failed.append(r.url[:120]))
+    tab.on('request', lambda r: None if r.url.startswith(('file:', 'data:')) else remote.append(r.url[:120]))
     tab.goto((site / page).as_uri(), wait_until='load')
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     tab.screenshot(path=str(ARTIFACTS / page.replace('.html', '.png')), full_page=True)
-    return tab, errors, failed
+    return tab, errors, failed, remote
 
 
 @pytest.mark.parametrize('page', PAGES)
 def test_page_in_browser(browser, site, page):
-    tab, errors, failed = _open(browser, site, page)
+    tab, errors, failed, remote = _open(browser, site, page)
     assert not errors, f'console errors on {page}: {errors}'
     assert not failed, f'requests that failed on {page}: {failed}'
+    assert not remote, f'{page} fetches from the network, so it breaks offline: {remote}'
     text = tab.evaluate('() => { const b = document.body.cloneNode(true); '   # prose only: code may hold "$" or "\\("
                         'b.querySelectorAll("pre, code").forEach(e => e.remove()); return b.innerText }')
     assert not RAW_TEX.findall(text), f'raw TeX left in the text of {page}: {RAW_TEX.findall(text)[:5]}'
@@ -94,9 +96,9 @@ def test_page_in_browser(browser, site, page):
 
 def test_module_pages_show_plots_and_math(browser, site):
     for page, plots in [('optimizers.html', 2), ('training.html', 2)]:   # schedules + comparison; learning curves
-        tab, _, _ = _open(browser, site, page)
+        tab, *_ = _open(browser, site, page)
         assert tab.locator('.output_png img').count() >= plots, f'{page} should show {plots}+ matplotlib figures'
         assert tab.locator('math').count() > 5, f'{page} should render its formulas as MathML'
-    tab, _, _ = _open(browser, site, 'progress.html')
+    tab, *_ = _open(browser, site, 'progress.html')
     assert tab.locator('img[src="timeline.svg"]').count() == 1
     assert tab.locator('svg.bar').count() == 6   # overall + one per milestone
