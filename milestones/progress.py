@@ -3,8 +3,8 @@
 `write_progress(out_dir)` is called by `tito milestone status --write-docs` (`make milestone-status`)
 and by the docs build (milestones/site.py). It never runs a test: module states come from the
 engine's cache (`module_states(run=False)`), so a module changed since its last test shows as
-untested. Colours come from one table keyed by state name; a state not in it gets a neutral grey,
-so new engine states show up without a change here. Both files are written atomically.
+untested. Icons, colours and words come from the one table of states (milestones/states.py), which
+gives a state it does not know a neutral look. Both files are written atomically.
 """
 from __future__ import annotations
 
@@ -16,24 +16,24 @@ import json
 from pathlib import Path
 
 from .engine import Engine, atomic_write_bytes, atomic_write_text
+from .render import milestone_note
+from .states import NEUTRAL, milestone_look, module_look
 
-DRAWING_VERSION = 2  # bump when draw_timeline_svg changes, so old SVGs are redrawn
-GREEN, AMBER, RED, GREY, PALE, NEUTRAL = '#2e9e44', '#f0a202', '#d64545', '#c8c8c8', '#e8e8e8', '#9aa5b4'
-COLOURS = {'pass': GREEN, 'unlocked': GREEN, 'ready_to_unlock': '#7cc68a', 'fail': AMBER, 'in_progress': AMBER,
-           'regressed': RED, 'tests_edited': '#8e6bbf', 'absent': GREY, 'not_started': GREY, 'locked': GREY,
-           'untested': PALE}
+DRAWING_VERSION = 3  # bump when draw_timeline_svg changes, so old SVGs are redrawn
 
 
-def colour(state: str) -> str: return COLOURS.get(state, NEUTRAL)
-def words(state: str) -> str: return state.replace('_', ' ')
+def word(state: str) -> str:
+    "A module state in words; one the table does not know yet is shown by its name."
+    look = module_look(state)
+    return state.replace('_', ' ') if look is NEUTRAL else look.word
 
 
 def bar_svg(states: list[str], width: int = 160, height: int = 14) -> str:
     "An inline SVG bar with one segment per module, coloured by its state."
     n, done = max(len(states), 1), sum(s == 'pass' for s in states)
     w = width / n
-    rects = ''.join(f'<rect x="{i * w:.1f}" width="{w - 1:.1f}" height="{height}" rx="2" fill="{colour(s)}">'
-                    f'<title>{html.escape(words(s))}</title></rect>' for i, s in enumerate(states))
+    rects = ''.join(f'<rect x="{i * w:.1f}" width="{w - 1:.1f}" height="{height}" rx="2" fill="{module_look(s).hex}">'
+                    f'<title>{html.escape(word(s))}</title></rect>' for i, s in enumerate(states))
     return (f'<svg class="bar" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
             f'aria-label="{done} of {len(states)} modules pass" xmlns="http://www.w3.org/2000/svg">{rects}</svg>')
 
@@ -56,22 +56,20 @@ def draw_timeline_svg(course, ms_states, fmt: str = 'svg') -> bytes:
         ax.set_ylim(bottom, 1.55)
         ax.axis('off')
         ax.plot([0, n - 1], [0.6, 0.6], color='#888888', lw=3, zorder=1)
-        seen = {}
+        seen = {}   # module state -> its look, in drawing order, for the legend
         for i, ms in enumerate(ms_states):
-            seen.setdefault(ms.state, None)
-            ax.scatter([i], [0.6], s=900, color=colour(ms.state), edgecolor='#333333', lw=1.5, zorder=2)
+            ax.scatter([i], [0.6], s=900, color=milestone_look(ms.state).hex, edgecolor='#333333', lw=1.5, zorder=2)
             ax.text(i, 0.6, f'{ms.percent}%', ha='center', va='center', fontsize=8, weight='bold', zorder=3)
             ax.text(i, 1.2, ms.milestone.name, ha='center', va='center', fontsize=10, weight='bold')
-            note = f'unlocked {ms.unlocked["date"]}' if ms.unlocked else words(ms.state)
-            ax.text(i, -0.05, note, ha='center', va='center', fontsize=8, color='#444444')
+            ax.text(i, -0.05, milestone_note(ms), ha='center', va='center', fontsize=8, color='#444444')
             for j, st in enumerate(ms.modules):
-                seen.setdefault(st.state, None)
+                look = seen.setdefault(st.state, module_look(st.state))
                 y = -0.75 - j * 0.62
                 ax.add_patch(FancyBboxPatch((i - 0.42, y - 0.22), 0.84, 0.44, boxstyle='round,pad=0.02,rounding_size=0.08',
-                                            facecolor=colour(st.state), edgecolor='#555555', lw=0.8))
+                                            facecolor=look.hex, edgecolor='#555555', lw=0.8))
                 ax.text(i, y, course.module_by_key[st.key].label, ha='center', va='center', fontsize=8)
-        by_colour = {}
-        for state in seen: by_colour.setdefault(colour(state), []).append(words(state))
+        by_colour = {}   # states drawn alike share one legend entry
+        for state, look in seen.items(): by_colour.setdefault(look.hex, []).append(word(state))
         handles = [Patch(facecolor=c, edgecolor='#555555', label=' / '.join(w)) for c, w in by_colour.items()]
         ax.legend(handles=handles, loc='upper center', bbox_to_anchor=(0.5, 0.0), ncol=min(len(handles), 4),
                   frameon=False, fontsize=8)
@@ -102,7 +100,7 @@ def progress_markdown(course, states, ms_states) -> str:
           '![TinyTorch milestone timeline](timeline.svg)', '',
           '| Milestone | State | Progress | Modules |', '|---|---|---|---|']
     for ms in ms_states:
-        state = f'unlocked {ms.unlocked["date"]}' if ms.unlocked else words(ms.state)
+        state = milestone_note(ms)
         mods = ' · '.join(f'{st.icon} {_cell(course.module_by_key[st.key].name)}' for st in ms.modules)
         md.append(f'| {_cell(ms.milestone.name)} | {ms.icon} {state} | {ms.percent}% '
                   f'{bar_svg([st.state for st in ms.modules])} {ms.passing}/{ms.total} | {mods} |')
@@ -113,7 +111,7 @@ def progress_markdown(course, states, ms_states) -> str:
     md += ['## Modules', '', '| # | Module | State | Details |', '|---|---|---|---|']
     for m in course.modules:
         st = states[m.key]
-        md.append(f'| {m.number:02d} | {page(m)} | {st.icon} {words(st.state)} | {_cell(st.reason)} |')
+        md.append(f'| {m.number:02d} | {page(m)} | {st.icon} {word(st.state)} | {_cell(st.reason)} |')
     now = dt.datetime.now(dt.timezone.utc).astimezone().strftime('%Y-%m-%d %H:%M %Z')
     md += ['', f'_Written {now} from the cached test results; `make milestone-status` tests what changed._', '']
     return '\n'.join(md)
