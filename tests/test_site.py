@@ -17,6 +17,7 @@ import pytest
 
 from milestones import progress, site
 from milestones.engine import Course
+from milestones.states import NEUTRAL, module_look
 from milestones.site import build_site, page_name
 
 GIT_URL = 'https://example.org/someone/tiny'
@@ -165,7 +166,7 @@ def test_progress_page(built):
     assert '<img src="timeline.svg" alt="TinyTorch milestone timeline"' in html
     assert html.count('<svg class="bar"') == 2 and 'aria-label="0 of 3 modules pass"' in html
     assert '<a href="alpha.html">Alpha</a>' in html and '<a href="gamma.html"' not in html   # no dead links
-    assert '❔ untested' in html and '⏳ absent' in html
+    assert '❔ not tested yet' in html and '⏳ not present' in html
     assert (built.root / '_docs' / 'timeline.svg').read_text().startswith('<?xml')
 
 
@@ -222,9 +223,9 @@ def test_progress_colours_any_state_and_bars_count_passing(tmp_path):
     ms = SimpleNamespace(milestone=course.milestones[0], modules=list(states.values()), unlocked=None,
                          state='brand_new', icon='!', passing=1, total=3, percent=33)
     md = progress.progress_markdown(course, states, [ms])
-    assert f'fill="{progress.GREEN}"><title>pass</title>' in md
-    assert f'fill="{progress.NEUTRAL}"><title>quantum flux</title>' in md      # unknown: neutral, not an error
-    assert '| First Steps | ! brand new | 33% <svg' in md and 'aria-label="1 of 3 modules pass"' in md
+    assert f'fill="{module_look("pass").hex}"><title>tests pass</title>' in md
+    assert f'fill="{NEUTRAL.hex}"><title>quantum flux</title>' in md      # unknown: neutral, by its name
+    assert '| First Steps | ! unknown | 33% <svg' in md and 'aria-label="1 of 3 modules pass"' in md
     assert 'quantum_flux &#124; why' in md                                      # a | in a reason keeps the table
     svg = progress.draw_timeline_svg(course, [ms]).decode()
-    assert 'brand new' in svg and 'quantum flux' in svg and progress.NEUTRAL in svg
+    assert 'quantum flux' in svg and 'tests pass' in svg and NEUTRAL.hex in svg
