@@ -10,7 +10,7 @@ milestones/templates/ write static pages that open straight from disk.
 """
 from __future__ import annotations
 
-import configparser, contextlib, hashlib, inspect, json, os, re, shutil, subprocess, sys, tempfile, time
+import configparser, contextlib, hashlib, html, inspect, json, os, re, shutil, subprocess, sys, tempfile, time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,7 +110,7 @@ def _run_all(root: Path, notebooks: list[Path], jobs: int, timeout: float, use_c
 def _mathml(tex: str, display: str) -> str:
     from latex2mathml.converter import convert
     try: return convert(tex, display=display)
-    except Exception: return f'<code class="tex">{tex}</code>'   # shown as code, never as raw delimiters
+    except Exception: return f'<code class="tex">{html.escape(tex)}</code>'   # shown as code, never as raw delimiters
 
 
 def _exporter(link):
@@ -201,7 +201,6 @@ class SiteResult:
         s = f'{len(self.pages)} pages in {self.out_dir} ({self.renderer}, {self.seconds:.1f} s); open {self.out_dir / "index.html"}'
         if self.failures: s += f'\nWARNING: {len(self.failures)} failed: ' + '; '.join(f'{n}: {m}' for n, m in self.failures)
         return s + ''.join(f'\nwarning: {w}' for w in self.warnings)
-    summary = __str__
 
 
 def _progress(root: Path, out: Path, writer, result: SiteResult) -> str | None:
@@ -240,11 +239,11 @@ def _build_builtin(root, out, notebooks, runs, result, progress_md) -> None:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True)
     for old in out.glob('*.html'): old.unlink()   # pages of renamed or deleted notebooks
     for i, (file, title, body, failure) in enumerate(pages):
-        html = env.get_template('page.html.j2').render(
+        page = env.get_template('page.html.j2').render(
             site_title=s.get('title', 'Docs'), title=title, body=body, failure=failure, current=file, groups=groups,
             others=others, has_progress=progress_md is not None, prev=pages[i - 1] if i else None,
             next=pages[i + 1] if i + 1 < len(pages) else None)
-        (out / file).write_text(html, encoding='utf-8')
+        (out / file).write_text(page, encoding='utf-8')
         result.pages.append(out / file)
     (out / 'site.css').write_text((TEMPLATES / 'site.css').read_text() + HtmlFormatter().get_style_defs('.highlight'))
 
@@ -300,10 +299,5 @@ def build_site(project_root=None, out_dir=None, *, root=None, use_quarto: bool |
     return result
 
 
-if __name__ == '__main__':
-    if sys.argv[1:2] == ['--run']:
-        _run_notebook(Path(sys.argv[2]).resolve(), Path(sys.argv[3]).resolve(), set(sys.argv[4].replace('|', ' ').split()))
-    else:
-        r = build_site(sys.argv[1] if len(sys.argv) > 1 else None)
-        print(r)
-        sys.exit(r.exit_code)
+if __name__ == '__main__' and sys.argv[1:2] == ['--run']:   # the child process of _run_all
+    _run_notebook(Path(sys.argv[2]).resolve(), Path(sys.argv[3]).resolve(), set(sys.argv[4].replace('|', ' ').split()))
