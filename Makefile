@@ -33,13 +33,13 @@ test: $(STAMP) ## check notebooks are clean and exported, run nbdev_test and pyt
 milestone-status: $(STAMP) ## test modules (cached), print milestone status, write progress.md and timeline.svg
 	@$(BIN)/tito milestone status --write-docs
 
-docs: $(STAMP) ## build the HTML docs site into _docs/ (Quarto when installed, else the built-in renderer)
+docs: $(STAMP) ## build the docs site into _docs/, offline: every notebook run once, then Quarto (nbdev_docs) if installed, else nbconvert
 	@$(BIN)/tito docs build
 
 bench: $(STAMP) ## time TinyTorch against PyTorch CPU (installs torch into .venv when it can)
 	@$(BIN)/python -c 'import torch' 2>/dev/null || $(BIN)/python -m pip install -q torch==2.13.0 || echo "torch not installable: printing TinyTorch times only"
 	@$(BIN)/python tests/bench.py
 
-clean: ## remove the virtualenv, caches and built docs (never touches nbs/ or tinytorch/)
-	rm -rf $(VENV) .tito _docs .pytest_cache .hypothesis *.egg-info
+clean: ## remove the virtualenv, caches and built docs (keeps nbs/, tinytorch/, and your unlocks and saved notebooks in .tito/)
+	rm -rf $(VENV) .tito/cache .tito/system_report.json _docs .pytest_cache .hypothesis *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
