@@ -212,15 +212,16 @@ def matmul_blocked(a, b, block: int = 64) -> np.ndarray:
 # %% ../nbs/13_kernels.ipynb #c8b810e5
 def plot_roofline(points: dict, peak_gflops: float, bandwidth_gbps: float, title: str = 'roofline'):
     "Log-log roofline: the roof min(peak, intensity × bandwidth), and each kernel's (FLOP/byte, GFLOP/s) point."
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = plt.subplots(figsize=(9, 4.2))
     intensity = np.logspace(-2, 3, 200)
-    ax.plot(intensity, np.minimum(peak_gflops, intensity * bandwidth_gbps), 'k-', lw=2, label='roof')
+    ax.plot(intensity, np.minimum(peak_gflops, intensity * bandwidth_gbps), 'k-', lw=2,
+            label=f'roof: {peak_gflops:.0f} GFLOP/s, {bandwidth_gbps:.0f} GB/s')
     for name, (ai, gf) in points.items():
-        ax.scatter(ai, gf, s=36, zorder=3)
-        ax.annotate(name, (ai, gf), textcoords='offset points', xytext=(5, -3), fontsize=7)
+        ax.scatter(ai, gf, s=40, zorder=3, label=f"{name}: {gf:.3g} GFLOP/s")
     ax.set_xscale('log'); ax.set_yscale('log')
     ax.set_xlabel('arithmetic intensity (FLOP per byte moved)'); ax.set_ylabel('GFLOP/s')
-    ax.set_title(title); ax.grid(alpha=0.3, which='both'); ax.legend(loc='lower right')
+    ax.set_title(title); ax.grid(alpha=0.3, which='both')
+    ax.legend(fontsize=7, loc='center left', bbox_to_anchor=(1.01, 0.5)); fig.tight_layout()
     return fig
 
 # %% ../nbs/13_kernels.ipynb #004b7b7a
