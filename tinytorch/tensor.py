@@ -25,6 +25,10 @@ def grad_enabled() -> bool:
 # %% ../nbs/02_tensor.ipynb #65a6d4cf
 class Function:
     "One op: `forward` maps NumPy arrays to a NumPy array; module 09 adds `backward`."
+    saves_inputs = True    # backward reads the inputs' values, so they must not change before it runs
+    saves_output = False   # backward reads the output's values (exp, sqrt, tanh, max)
+    view = False           # the output shares the input's memory, hence its version counter
+
     def __init__(self, *parents): self.parents = parents
 
     def forward(self, *arrays, **kwargs): raise NotImplementedError
@@ -37,73 +41,108 @@ class Function:
     def apply(cls, *inputs, **kwargs):
         "Run the op on tensors; record the graph if any input wants a gradient."
         op = cls(*inputs)
-        out = Tensor._wrap(op.forward(*[t.data for t in inputs], **kwargs))
+        out = Tensor._wrap(op.forward(*[t._data for t in inputs], **kwargs))
+        if cls.view: out._vc = inputs[0]._vc
         if _GradMode.enabled and any(t.requires_grad for t in inputs):
             out.requires_grad, out._ctx = True, op
+            if cls.saves_inputs: op.saved_versions = [t._vc[0] for t in inputs]   # checked by backward
         return out
 
 # %% ../nbs/02_tensor.ipynb #64e0d94e
+_KIND_NAMES = {'O': 'Python objects', 'U': 'strings', 'S': 'bytes', 'c': 'complex numbers', 'M': 'datetimes',
+               'm': 'time deltas', 'V': 'raw records'}
+
+def _check_kind(arr: np.ndarray, data, what: str = "Tensor data") -> np.ndarray:
+    "Only real numbers (bool, int, float) make a tensor; anything else is refused, whatever container it came in."
+    if arr.dtype.kind not in 'biuf':
+        got = f"a {type(data).__name__} ({data!r:.40})" if isinstance(data, (str, bytes)) else \
+              f"{_KIND_NAMES.get(arr.dtype.kind, 'values')} (dtype {arr.dtype})"
+        raise TypeError(f"{what} must be real numbers (bool, int or float): numbers, nested lists of numbers, or a "
+                        f"numeric array; got {got}. Convert it first, e.g. np.asarray(x, dtype=np.float32)")
+    return arr
+
 def _to_array(data, dtype=None) -> np.ndarray:
     "NumPy array for `data`, following the Tensor dtype rules."
     if isinstance(data, Tensor): data = data.data
-    if dtype is not None: return np.asarray(data, dtype=dtype)
-    if isinstance(data, (np.ndarray, np.generic)): return np.asarray(data)
     try: arr = np.asarray(data)
     except ValueError as e: raise TypeError(f"Tensor data must be a rectangular nested list of numbers: {e}") from None
-    if arr.dtype == object:
-        raise TypeError(f"Tensor data must be numbers, nested lists of numbers, or an array; got {type(data).__name__}")
+    _check_kind(arr, data)
+    if dtype is not None:
+        try: target = np.dtype(dtype)
+        except TypeError: raise TypeError(f"Tensor: dtype={dtype!r} is not a NumPy dtype (e.g. np.float32, np.int64)") from None
+        if target.kind not in 'biuf':
+            raise TypeError(f"Tensor: dtype must be a real numeric dtype (bool, int or float), got {target}")
+        if target.kind in 'iub' and arr.dtype.kind == 'f' and not np.isfinite(arr).all():
+            raise ValueError(f"Tensor: cannot convert NaN or inf to dtype {target}")
+        return arr.astype(target, copy=False)
+    if isinstance(data, (np.ndarray, np.generic)): return arr
     return arr if arr.dtype == np.bool_ else arr.astype(np.float32)
 
 # %% ../nbs/02_tensor.ipynb #be2622d8
+from operator import attrgetter
+
+def _set_data(self, value):
+    "Replacing `.data`, or `t.data += ...` (which ends in this setter), counts as an in-place change."
+    self._data = value if type(value) is np.ndarray and value.dtype.kind in 'biuf' else _to_array(value)
+    self._vc[0] += 1
+
 class Tensor:
     "An n-dimensional array that records the op that made it."
     __array_ufunc__ = None    # make `ndarray * Tensor` call Tensor.__rmul__ instead of NumPy
     __hash__ = object.__hash__  # we define __eq__ elementwise but still use tensors in sets
 
     def __init__(self, data, dtype=None, requires_grad=False):
-        self.data = _to_array(data, dtype)
+        self._data, self._vc = _to_array(data, dtype), [0]
         self.grad, self._ctx = None, None
+        if not isinstance(requires_grad, (bool, np.bool_)):
+            raise TypeError(f"requires_grad must be True or False, got {requires_grad!r}")
         self.requires_grad = bool(requires_grad)
-        if self.requires_grad and self.data.dtype.kind != 'f':
-            raise TypeError(f"requires_grad=True needs a floating dtype, got {self.data.dtype}")
+        if self.requires_grad and self._data.dtype.kind != 'f':
+            raise TypeError(f"requires_grad=True needs a floating dtype, got {self._data.dtype}")
 
     @classmethod
     def _wrap(cls, arr):
         "Fast path for op results: `arr` is already a NumPy array."
         t = cls.__new__(Tensor)
-        t.data, t.grad, t._ctx, t.requires_grad = arr, None, None, False
+        t._data, t._vc, t.grad, t._ctx, t.requires_grad = arr, [0], None, None, False
         return t
 
-    shape = property(lambda self: self.data.shape, doc="Tuple of dimension sizes")
-    dtype = property(lambda self: self.data.dtype, doc="NumPy dtype of the data")
-    ndim  = property(lambda self: self.data.ndim, doc="Number of dimensions")
-    size  = property(lambda self: self.data.size, doc="Number of elements")
+    data = property(attrgetter('_data'), _set_data, doc="The NumPy array behind the tensor")
+    _version = property(lambda self: self._vc[0], doc="How many in-place changes this tensor's memory has seen")
+    shape = property(lambda self: self._data.shape, doc="Tuple of dimension sizes")
+    dtype = property(lambda self: self._data.dtype, doc="NumPy dtype of the data")
+    ndim  = property(lambda self: self._data.ndim, doc="Number of dimensions")
+    size  = property(lambda self: self._data.size, doc="Number of elements")
+
+    def _bump_version(self):
+        "Record an in-place change made without the `.data` setter (an optimizer step, say)."
+        self._vc[0] += 1
 
     def numpy(self) -> np.ndarray:
         "The underlying NumPy array (shared, not copied)."
-        return self.data
+        return self._data
 
     def item(self):
         "The single value of a one-element tensor, as a Python number."
-        if self.data.size != 1:
+        if self._data.size != 1:
             raise ValueError(f"item() needs a tensor with exactly one element, got shape {self.shape}")
-        return self.data.item()
+        return self._data.item()
 
     def __array__(self, dtype=None, copy=None):
-        return self.data if dtype is None else self.data.astype(dtype)
+        return self._data if dtype is None else self._data.astype(dtype)
 
     def __len__(self):
         if self.ndim == 0: raise TypeError("len() of a 0-d tensor")
         return self.shape[0]
 
     def __bool__(self):
-        if self.data.size != 1:
+        if self._data.size != 1:
             raise ValueError(f"truth value of a tensor with shape {self.shape} is ambiguous; use .any() style reductions")
-        return bool(self.data)
+        return bool(self._data)
 
     def __repr__(self):
-        body = np.array2string(self.data, separator=', ', prefix='Tensor(', precision=4, threshold=200)
-        extra = f", shape={self.shape}" if self.data.size > 200 else ""
+        body = np.array2string(self._data, separator=', ', prefix='Tensor(', precision=4, threshold=200)
+        extra = f", shape={self.shape}" if self._data.size > 200 else ""
         grad = ", requires_grad=True" if self.requires_grad else ""
         return f"Tensor({body}{extra}, dtype={self.dtype}{grad})"
 
@@ -311,13 +350,21 @@ def _sum(self, axis=None, keepdims=False):
     "Sum over `axis` (all by default)."
     return Sum.apply(self, axis=_norm_axes(axis, self.ndim), keepdims=keepdims)
 
+def _check_nonempty(self, axes: tuple, name: str):
+    "max and min have no value over zero elements (sum has 0, mean is refused too)."
+    if any(self.shape[a] == 0 for a in axes):
+        raise ValueError(f"{name}() over an empty axis has no value: tensor of shape {self.shape}, "
+                         f"axis {axes if len(axes) != 1 else axes[0]}")
+
 def _max(self, axis=None, keepdims=False):
     "Largest value over `axis`."
-    if self.size == 0: raise ValueError(f"max of an empty tensor (shape {self.shape})")
-    return Max.apply(self, axis=_norm_axes(axis, self.ndim), keepdims=keepdims)
+    axes = _norm_axes(axis, self.ndim)
+    _check_nonempty(self, axes, "max")
+    return Max.apply(self, axis=axes, keepdims=keepdims)
 
 def _min(self, axis=None, keepdims=False):
     "Smallest value over `axis`."
+    _check_nonempty(self, _norm_axes(axis, self.ndim), "min")
     return -_max(-self, axis, keepdims)
 
 def _mean(self, axis=None, keepdims=False):
@@ -542,3 +589,12 @@ def _astype(self, dtype):
 
 Tensor.clip, Tensor.maximum, Tensor.astype = _clip, maximum, _astype
 exp, log, sqrt, tanh = Tensor.exp, Tensor.log, Tensor.sqrt, Tensor.tanh
+
+# %% ../nbs/02_tensor.ipynb #72c05402
+# What each op's backward rule reads (module 09). The defaults, on `Function`, are the cautious ones:
+# it reads its inputs, not its output, and the output is a new array.
+for _op in (Expand, Add, Sub, Neg, Sum, Reshape, Permute, GetItem, Concat, Pad, Where, Cast): _op.saves_inputs = False
+for _op in (Exp, Sqrt, Tanh): _op.saves_inputs, _op.saves_output = False, True
+Max.saves_output = True
+for _op in (Expand, Reshape, Permute, GetItem): _op.view = True
+del _op
