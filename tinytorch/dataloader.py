@@ -404,28 +404,40 @@ def _remove_stale_temps(path: Path, suffix: str, max_age: float = 3600.0):
 
 def _atomic_temp(path: Path, suffix: str) -> tuple[int, str]:
     "A new hidden temp file beside `path`, locked for as long as its descriptor is open and moded like `path` will be."
-    mode = _file_mode(path)
-    _remove_stale_temps(path, suffix)
-    while True:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-        if _lock(fd) is not False and os.fstat(fd).st_nlink: break   # not removed as stale between creation and locking
-        os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        mode = _file_mode(path)
+        _remove_stale_temps(path, suffix)
+        while True:
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+            if _lock(fd) is not False and os.fstat(fd).st_nlink: break   # not removed as stale between creation and locking
+            os.close(fd)
+    except OSError as e:
+        raise type(e)(e.errno, f"cannot write {path.name} into {path.parent}: {e.strerror}; choose a folder you can "
+                               "write to") from None
     os.fchmod(fd, mode) if hasattr(os, 'fchmod') else os.chmod(tmp, mode)
     return fd, tmp
 
-def _write_atomic(path, chunks) -> Path:
-    "Write the byte strings `chunks` to `path` via a temporary file in the same folder and os.replace."
+@contextlib.contextmanager
+def _atomic_file(path, suffix: str = ".part"):
+    "A binary file to write; on a clean exit it replaces `path` in one step, on any error it is deleted."
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _atomic_temp(path, ".part")
+    fd, tmp = _atomic_temp(path, suffix)
     try:
         with os.fdopen(fd, 'wb') as f:
-            for chunk in chunks: f.write(chunk)
-        os.replace(tmp, path)
+            yield f
+            f.flush(); os.fsync(f.fileno())
+            if fcntl is not None: os.replace(tmp, path)   # while still locked: no cleaner can take it first
+        if fcntl is None: os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
         raise
-    return path
+
+def _write_atomic(path, chunks) -> Path:
+    "Write the byte strings `chunks` to `path` via a temporary file in the same folder and os.replace."
+    with _atomic_file(path, ".part") as f:
+        for chunk in chunks: f.write(chunk)
+    return Path(path)
 
 def write_idx(path, array) -> Path:
     "Save `array` as an IDX file (gzipped when `path` ends in .gz), atomically."
@@ -525,26 +537,14 @@ def download_file(url: str, dest, md5: str, timeout: float = 60.0, quiet: bool =
         raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
     dest = Path(dest)
     if dest.is_dir(): raise IsADirectoryError(f"download_file: dest {dest} is a folder; give the file's path")
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = _atomic_temp(dest, ".part")
-    except OSError as e:
-        raise type(e)(e.errno, f"cannot save a download into {dest.parent}: {e.strerror}; choose a folder you can "
-                                "write to (root=... or $TINYTORCH_DATA)") from None
     if not quiet: print(f"downloading {url} -> {dest}")
-    try:
-        with os.fdopen(fd, 'wb') as out:
-            got, size, announced = _fetch(url, out, timeout)
-            out.flush(); os.fsync(out.fileno())
+    with _atomic_file(dest, ".part") as out:                # lands only if every check below passes
+        got, size, announced = _fetch(url, out, timeout)
         if announced is not None and str(announced).isdigit() and size != int(announced):
             raise DataFormatError(f"{url}: download of {dest.name} is truncated: got {size} of {announced} bytes; nothing was saved")
         if got != md5:
             raise ChecksumError(f"{url}: checksum mismatch for {dest.name}: expected md5 {md5}, got {got} "
                                 f"({size} bytes); the download is corrupted or not the published file; nothing was saved")
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
-        raise
     return dest
 
 def download_any(urls, dest, md5: str, quiet: bool = False) -> Path:
