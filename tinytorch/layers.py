@@ -128,10 +128,13 @@ def load_state_dict(self, state: Mapping, strict: bool = True) -> LoadResult:
     unexpected = [key for key in state if key not in known]
     mismatched = [f"{key}: expected {_as_array(v).shape}, got {np.shape(_as_array(state[key]))}"
                   for key, _, _, v in entries if key in state and np.shape(_as_array(state[key])) != _as_array(v).shape]
+    not_numbers = [f"{key} ({np.asarray(_as_array(state[key])).dtype})" for key, *_ in entries
+                   if key in state and np.asarray(_as_array(state[key])).dtype.kind not in 'biuf']
     problems = []
     if strict and missing: problems.append(f"missing keys {missing}")
     if strict and unexpected: problems.append(f"unexpected keys {unexpected}")
     if mismatched: problems.append("shape mismatch: " + "; ".join(mismatched))
+    if not_numbers: problems.append("values that are not numbers: " + ", ".join(not_numbers))
     if problems:
         raise ValueError(f"{type(self).__name__}.load_state_dict: " + "; ".join(problems))
     for key, module, name, current in entries:
