@@ -203,6 +203,7 @@ class LayerNorm(Module):
 
     def forward(self, x):
         x = _to_tensor(x, "x")
+        if x.dtype.kind != 'f': raise TypeError(f"LayerNorm expects a floating-point input, got dtype {x.dtype}")
         n = len(self.normalized_shape)
         if x.shape[x.ndim - n:] != self.normalized_shape or x.ndim < n:
             raise ValueError(f"LayerNorm expected input of shape (..., {', '.join(map(str, self.normalized_shape))}), got {x.shape}")

@@ -844,7 +844,8 @@ def load_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
 def stratified_split(labels, test_fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     "(train, test) index arrays; each class puts round(test_fraction * its count) samples, chosen by `seed`, in test."
     labels = np.asarray(labels)
-    if not 0 < test_fraction < 1: raise ValueError(f"test_fraction must be strictly between 0 and 1, got {test_fraction}")
+    if not isinstance(test_fraction, numbers.Real) or not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be a number strictly between 0 and 1, got {test_fraction!r}")
     if labels.ndim != 1 or labels.dtype.kind not in 'iu': raise TypeError(f"labels must be a 1-d integer array, got {labels.dtype} {labels.shape}")
     order = np.random.default_rng(seed).permutation(len(labels))
     order = order[np.argsort(labels[order], kind='stable')]          # grouped by class, shuffled within

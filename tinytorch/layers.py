@@ -229,6 +229,8 @@ class Linear(Module):
     def forward(self, x: Tensor) -> Tensor:
         if not isinstance(x, Tensor):
             raise TypeError(f"Linear expects a Tensor, got {type(x).__name__}; wrap the data with Tensor(...)")
+        if x.dtype.kind != 'f':
+            raise TypeError(f"Linear expects a floating-point input, got dtype {x.dtype}; convert it with x.astype(np.float32)")
         if x.ndim == 0 or x.shape[-1] != self.in_features:
             raise ValueError(f"Linear({self.in_features} → {self.out_features}) expected input with last "
                              f"dimension {self.in_features}, got shape {x.shape}")

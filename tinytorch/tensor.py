@@ -181,6 +181,8 @@ def ones(*shape, dtype=np.float32, requires_grad=False) -> Tensor:
 def full(shape, fill_value, dtype=np.float32, requires_grad=False) -> Tensor:
     "Tensor of `shape` filled with `fill_value`."
     shape = _shape((shape,))
+    if not isinstance(fill_value, numbers.Real):
+        raise TypeError(f"full: fill_value must be a real number, got {type(fill_value).__name__} {fill_value!r}")
     return Tensor(np.full(shape, fill_value, dtype=dtype), requires_grad=requires_grad)
 
 def randn(*shape, dtype=np.float32, requires_grad=False) -> Tensor:
@@ -193,10 +195,17 @@ def rand(*shape, dtype=np.float32, requires_grad=False) -> Tensor:
 
 def arange(start, stop=None, step=1, dtype=np.float32) -> Tensor:
     "Evenly spaced values in [start, stop), like `np.arange`."
+    for name, v in (('start', start), ('stop', stop), ('step', step)):
+        if v is not None and (not isinstance(v, numbers.Real) or not np.isfinite(v)):
+            raise TypeError(f"arange: {name} must be a finite real number, got {v!r}")
+    if step == 0: raise ValueError("arange: step must not be 0")
     return Tensor(np.arange(start, stop, step, dtype=dtype))
 
 def eye(n: int, m: int = None, dtype=np.float32) -> Tensor:
     "Identity matrix (n×m, default square)."
+    for name, v in (('n', n), ('m', m)):
+        if v is not None and (not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < 0):
+            raise ValueError(f"eye: {name} must be an int >= 0, got {v!r}")
     return Tensor(np.eye(n, m, dtype=dtype))
 
 # %% ../nbs/02_tensor.ipynb #5178f9a1
@@ -223,9 +232,12 @@ def _lift(x, like: Tensor) -> Tensor:
     "Turn a Python/NumPy scalar or array into a Tensor whose dtype matches `like` where it can."
     if isinstance(x, Tensor): return x
     if isinstance(x, np.generic): x = x.item()  # NumPy scalars act like Python ones
-    if isinstance(x, numbers.Number):
+    if isinstance(x, numbers.Real):
         return Tensor._wrap(np.asarray(x, dtype=np.result_type(like.data, x)))
-    return Tensor(x)
+    try: return Tensor(x)
+    except TypeError as e:
+        raise TypeError(f"cannot combine a Tensor with a {type(x).__name__}: the other operand must be a number, "
+                        f"an array or a Tensor ({e})") from None
 
 def _broadcast_pair(a, b, op: str):
     "Lift both operands to Tensors and expand them to their common shape."
@@ -328,7 +340,9 @@ def _norm_axes(axis, ndim: int) -> tuple:
     "Axis argument as a sorted tuple of non-negative ints, validated against `ndim`."
     if axis is None: return tuple(range(ndim))
     if ndim == 0 and axis in (0, -1, ()): return ()
-    axes = (axis,) if isinstance(axis, numbers.Integral) else tuple(axis)
+    axes = (axis,) if isinstance(axis, numbers.Integral) else tuple(axis) if isinstance(axis, (tuple, list)) else None
+    if axes is None or not all(isinstance(a, numbers.Integral) and not isinstance(a, bool) for a in axes):
+        raise TypeError(f"axis must be None, an int or a tuple of ints, got {axis!r}")
     for a in axes:
         if not -ndim <= a < max(ndim, 1):
             raise ValueError(f"axis {a} is out of range for a tensor with {ndim} dimensions")
@@ -409,6 +423,8 @@ class GetItem(Function):
 def _reshape(self, *shape):
     "Same data, new shape; one dimension may be -1."
     shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+    if not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in shape):
+        raise TypeError(f"reshape: the new shape must be ints (one may be -1), got {shape}")
     known = int(np.prod([s for s in shape if s != -1]))
     if -1 in shape: ok = shape.count(-1) == 1 and known > 0 and self.size % known == 0
     else: ok = known == self.size
@@ -462,6 +478,11 @@ def _getitem(self, index):
     try: return GetItem.apply(self, index=_index_arrays(index))
     except IndexError as e: raise IndexError(f"index {index!r} is invalid for shape {self.shape}: {e}") from None
 
+def _setitem(self, index, value):
+    raise TypeError("Tensors do not support item assignment (t[i] = v): autograd could not follow it. Build the new "
+                    "values with where(mask, new, t) or concat; outside autograd, assign through t.data")
+
+Tensor.__setitem__ = _setitem
 Tensor.reshape, Tensor.view, Tensor.permute, Tensor.transpose = _reshape, _reshape, _permute, _transpose
 Tensor.flatten, Tensor.squeeze, Tensor.unsqueeze, Tensor.__getitem__ = _flatten, _squeeze, _unsqueeze, _getitem
 Tensor.T = property(lambda self: Permute.apply(self, axes=tuple(reversed(range(self.ndim)))))
@@ -501,6 +522,10 @@ def stack(tensors, axis: int = 0) -> Tensor:
 
 def _pad(self, pad_width, value=0.0):
     "Constant padding; `pad_width` is one (before, after) pair per axis, as in `np.pad`."
+    try: pad_width = tuple((b, a) for b, a in pad_width)
+    except (TypeError, ValueError): raise TypeError(f"pad: pad_width must be one (before, after) pair per axis, got {pad_width!r}") from None
+    if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 0 for pair in pad_width for v in pair):
+        raise ValueError(f"pad: pad_width must hold ints >= 0, got {pad_width}")
     pad_width = tuple((int(b), int(a)) for b, a in pad_width)
     if len(pad_width) != self.ndim:
         raise ValueError(f"pad needs {self.ndim} (before, after) pairs for shape {self.shape}, got {len(pad_width)}")
@@ -566,6 +591,9 @@ Tensor.tanh = lambda self: Tanh.apply(self)
 def _clip(self, lo=None, hi=None):
     "Limit values to [lo, hi]; either bound may be None."
     if lo is None and hi is None: raise ValueError("clip needs at least one of lo, hi")
+    for name, v in (('lo', lo), ('hi', hi)):
+        if v is not None and (not isinstance(v, numbers.Real) or v != v):
+            raise TypeError(f"clip: {name} must be a real number (not NaN) or None, got {v!r}")
     if lo is not None and hi is not None and lo > hi: raise ValueError(f"clip: lo={lo} is above hi={hi}")
     return Clip.apply(self, lo=lo, hi=hi)
 
@@ -585,7 +613,10 @@ def where(cond, a, b) -> Tensor:
 
 def _astype(self, dtype):
     "Same values in another dtype (float casts keep the gradient path)."
-    return self if np.dtype(dtype) == self.dtype else Cast.apply(self, dtype=np.dtype(dtype))
+    try: dtype = np.dtype(dtype)
+    except TypeError: raise TypeError(f"astype: {dtype!r} is not a NumPy dtype (e.g. np.float32, np.int64)") from None
+    if dtype.kind not in 'biuf': raise TypeError(f"astype: dtype must be a real numeric dtype (bool, int or float), got {dtype}")
+    return self if dtype == self.dtype else Cast.apply(self, dtype=dtype)
 
 Tensor.clip, Tensor.maximum, Tensor.astype = _clip, maximum, _astype
 exp, log, sqrt, tanh = Tensor.exp, Tensor.log, Tensor.sqrt, Tensor.tanh

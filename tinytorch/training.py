@@ -21,7 +21,7 @@ def _as_tensor(x, name: str, like: Tensor | None = None) -> Tensor:
     "Targets may come as Tensors, arrays or lists; float ones take the prediction's dtype."
     if isinstance(x, Tensor): return x
     arr = np.asarray(x)
-    if arr.dtype == object: raise TypeError(f"{name} must be a Tensor or an array, got {type(x).__name__}")
+    if arr.dtype.kind not in 'biuf': raise TypeError(f"{name} must be a Tensor or an array of numbers, got {type(x).__name__} of dtype {arr.dtype}")
     if like is not None and arr.dtype.kind == 'f': arr = arr.astype(like.dtype, copy=False)
     return Tensor(arr)
 
@@ -133,10 +133,13 @@ class BCEWithLogitsLoss:
 
     def __call__(self, logits: Tensor, targets) -> Tensor:
         if not isinstance(logits, Tensor): raise TypeError(f"BCEWithLogitsLoss: logits must be a Tensor, got {type(logits).__name__}")
-        t = (targets.data if isinstance(targets, Tensor) else np.asarray(targets)).astype(logits.dtype, copy=False)
+        t = targets.data if isinstance(targets, Tensor) else np.asarray(targets)
+        if t.dtype.kind not in 'biuf':
+            raise TypeError(f"BCEWithLogitsLoss: targets must be numbers in [0, 1], got dtype {t.dtype}")
+        t = t.astype(logits.dtype, copy=False)
         if t.shape != logits.shape:
             raise ValueError(f"BCEWithLogitsLoss: logits shape {logits.shape} and targets shape {t.shape} differ")
-        if t.size and (t.min() < 0 or t.max() > 1):
+        if t.size and not (np.isfinite(t).all() and t.min() >= 0 and t.max() <= 1):
             raise ValueError(f"BCEWithLogitsLoss: targets must be in [0, 1], got values from {t.min()} to {t.max()}")
         return BinaryCrossEntropyWithLogits.apply(logits, targets=t, reduction=self.reduction)
 
