@@ -225,6 +225,10 @@ def backward(self: Tensor, grad=None, retain_graph: bool = False):
 # %% ../nbs/09_autograd.ipynb #34d4a34f
 def gradcheck(fn, *inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1e-3, seed: int = 0) -> bool:
     "Check `fn(*inputs)`'s backward against central differences in float64; AssertionError names the bad input."
+    for name, v in (('eps', eps), ('atol', atol), ('rtol', rtol)):
+        if not isinstance(v, numbers.Real) or not np.isfinite(v) or v < 0 or (name == 'eps' and v == 0):
+            raise ValueError(f"gradcheck: {name} must be a finite number {'> 0' if name == 'eps' else '>= 0'}, got {v!r}")
+    if not callable(fn): raise TypeError(f"gradcheck: fn must be callable, got {type(fn).__name__}")
     picked, seen = [], set()
     for i, t in enumerate(inputs):
         if isinstance(t, Tensor) and t.dtype.kind == 'f' and id(t) not in seen:

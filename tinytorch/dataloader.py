@@ -149,6 +149,8 @@ class DataLoader:
             raise TypeError(f"transform must be callable (e.g. Compose([...])), got {type(transform).__name__}")
         self.dataset, self.transform = dataset, transform
         self.batch_size = _check_int(batch_size, 'batch_size', 1)
+        for name, flag in (('shuffle', shuffle), ('drop_last', drop_last)):
+            if not isinstance(flag, (bool, np.bool_)): raise TypeError(f"DataLoader: {name} must be True or False, got {flag!r}")
         self.shuffle, self.drop_last = bool(shuffle), bool(drop_last)
         self.seed = int(get_rng().integers(2**63)) if seed is None else _check_int(seed, 'seed', 0)
         self.epoch = 0
@@ -221,8 +223,9 @@ class Normalize(Transform):
         self.std = np.atleast_1d(np.asarray(std, dtype=np.float32))
         if self.mean.ndim != 1 or self.std.ndim != 1:
             raise ValueError(f"Normalize mean and std must be numbers or 1-d sequences, got shapes {self.mean.shape}, {self.std.shape}")
-        if not np.all(self.std > 0):
-            raise ValueError(f"Normalize std must be positive, got {self.std.tolist()}")
+        if not np.all(self.std > 0) or not np.isfinite(self.std).all():
+            raise ValueError(f"Normalize std must be positive and finite, got {self.std.tolist()}")
+        if not np.isfinite(self.mean).all(): raise ValueError(f"Normalize mean must be finite, got {self.mean.tolist()}")
 
     def apply(self, x, rng):
         if x.ndim < 2: raise ValueError(f"Normalize expects a batch shaped (N, C, ...), got shape {x.shape}")
@@ -422,6 +425,7 @@ def _atomic_temp(path: Path, suffix: str) -> tuple[int, str]:
 def _atomic_file(path, suffix: str = ".part"):
     "A binary file to write; on a clean exit it replaces `path` in one step, on any error it is deleted."
     path = Path(path)
+    if path.is_dir(): raise IsADirectoryError(f"cannot write to {path}: it is a folder; give a file name")
     fd, tmp = _atomic_temp(path, suffix)
     try:
         with os.fdopen(fd, 'wb') as f:
@@ -634,6 +638,10 @@ def _remember_verified(path, digest: str):
         _write_atomic(_verified_db(), [json.dumps(table, indent=0).encode()])
 
 # %% ../nbs/08_dataloader.ipynb #4c11ccab
+def _check_flags(owner: str, **flags):
+    for name, flag in flags.items():
+        if not isinstance(flag, (bool, np.bool_)): raise TypeError(f"{owner}: {name} must be True or False, got {flag!r}")
+
 class ImageDataset(Dataset):
     "Labelled images kept as uint8 (N, C, H, W); batches come out as float32 in [0, 1] and int64 labels."
     classes: tuple = ()
@@ -671,6 +679,7 @@ class _IDXDataset(ImageDataset):
     raw_sha256: dict = {}         # file stem -> sha256 of the uncompressed published file (when known)
 
     def __init__(self, root=None, train: bool = True, download: bool = False, verify: bool = True):
+        _check_flags(type(self).__name__, train=train, download=download, verify=verify)
         split = 'train' if train else 't10k'
         stems = (f'{split}-images-idx3-ubyte', f'{split}-labels-idx1-ubyte')
         places = data_search_path(self.name, root, self.system_dirs)
@@ -795,6 +804,7 @@ class CIFAR10(ImageDataset):
     test_files = ('test_batch.bin',)
 
     def __init__(self, root=None, train: bool = True, download: bool = False):
+        _check_flags('CIFAR10', train=train, download=download)
         files = self.train_files if train else self.test_files
         places = data_search_path(self.name, root)
         folder = next((d for _, base in places for d in (base / self.folder, base)
@@ -859,6 +869,7 @@ class Digits(ImageDataset):
     classes = tuple(str(d) for d in range(10))
 
     def __init__(self, train: bool = True, test_fraction: float = 0.2, seed: int = 0):
+        _check_flags('Digits', train=train)
         images, labels = load_digits_arrays()
         train_idx, test_idx = stratified_split(labels, test_fraction, seed)
         idx = train_idx if train else test_idx

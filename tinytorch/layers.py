@@ -91,6 +91,7 @@ class Module:
 
     def train(self, mode: bool = True):
         "Set training mode here and in every sub-module (Dropout and BatchNorm read it)."
+        if not isinstance(mode, (bool, np.bool_)): raise TypeError(f"train(mode): mode must be True or False, got {mode!r}")
         for m in self.modules(): m.training = bool(mode)
         return self
 
@@ -183,7 +184,11 @@ class ModuleList(Module):
         return self
 
     def _members(self): return ((str(i), m) for i, m in enumerate(self._items))
-    def __getitem__(self, i): return ModuleList(self._items[i]) if isinstance(i, slice) else self._items[i]
+    def __getitem__(self, i):
+        if isinstance(i, slice): return ModuleList(self._items[i])
+        if not isinstance(i, numbers.Integral) or not -len(self._items) <= i < len(self._items):
+            raise IndexError(f"ModuleList index {i!r} is out of range for {len(self._items)} modules")
+        return self._items[i]
     def __len__(self): return len(self._items)
     def __iter__(self): return iter(self._items)
 

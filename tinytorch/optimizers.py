@@ -25,6 +25,9 @@ def _check_params(params, owner: str) -> list:
             raise TypeError(f"{owner}: parameter {i} must be a Tensor, got {type(p).__name__}")
         if p.dtype.kind != 'f':
             raise TypeError(f"{owner}: parameter {i} must be floating point, got dtype {p.dtype}")
+        if p._ctx is not None:
+            raise ValueError(f"{owner}: parameter {i} is not a leaf: it was computed by {type(p._ctx).__name__}, so updating "
+                             "it would not change what it was computed from; pass the tensors it came from (or t.detach())")
         if id(p) in seen: raise ValueError(f"{owner}: parameter {i} (shape {p.shape}) appears twice in the list")
         seen.add(id(p))
     return params
@@ -292,7 +295,7 @@ class StepLR(LRScheduler):
     "Multiply the learning rate by `gamma` every `step_size` epochs."
     interval = 'epoch'
     def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1):
-        if not isinstance(step_size, numbers.Integral) or step_size < 1:
+        if not isinstance(step_size, numbers.Integral) or isinstance(step_size, bool) or step_size < 1:
             raise ValueError(f"StepLR: step_size must be a positive int, got {step_size!r}")
         self.step_size, self.gamma = int(step_size), _check_number('gamma', gamma, 'StepLR', lo_open=True,
                                                                    why="gamma=0 sets the learning rate to 0 for good")
@@ -334,7 +337,8 @@ def clip_grad_norm(params, max_norm: float, error_if_nonfinite: bool = False) ->
     if isinstance(params, Tensor): params = [params]
     if hasattr(params, 'parameters') and callable(params.parameters):
         raise TypeError(f"clip_grad_norm needs the parameters, not the model: pass model.parameters(), got {type(params).__name__}")
-    params = list(params)
+    try: params = list(params)
+    except TypeError: raise TypeError(f"clip_grad_norm needs an iterable of Tensors (model.parameters()), got {type(params).__name__}") from None
     for i, p in enumerate(params):
         if not isinstance(p, Tensor): raise TypeError(f"clip_grad_norm: parameter {i} must be a Tensor, got {type(p).__name__}")
     params = [p for p in params if p.grad is not None]

@@ -43,8 +43,8 @@ class Function:
         op = cls(*inputs)
         out = Tensor._wrap(op.forward(*[t._data for t in inputs], **kwargs))
         if cls.view: out._vc = inputs[0]._vc
-        if _GradMode.enabled and any(t.requires_grad for t in inputs):
-            out.requires_grad, out._ctx = True, op
+        if _GradMode.enabled and any(t._requires_grad for t in inputs):
+            out._requires_grad, out._ctx = True, op
             if cls.saves_inputs: op.saved_versions = [t._vc[0] for t in inputs]   # checked by backward
         return out
 
@@ -86,6 +86,16 @@ def _set_data(self, value):
     self._data = value if type(value) is np.ndarray and value.dtype.kind in 'biuf' else _to_array(value)
     self._vc[0] += 1
 
+def _set_requires_grad(self, flag):
+    "Checked like PyTorch: a bool, only on floating tensors, and only a leaf may stop requiring a gradient."
+    if not isinstance(flag, (bool, np.bool_)): raise TypeError(f"requires_grad must be True or False, got {flag!r}")
+    if flag and self._data.dtype.kind != 'f':
+        raise TypeError(f"requires_grad=True needs a floating dtype, got {self._data.dtype}")
+    if not flag and self.__dict__.get('_ctx') is not None:
+        raise RuntimeError("requires_grad can only be switched off on a leaf tensor; this one was computed by "
+                           f"{type(self._ctx).__name__}. Use .detach() for a copy outside the graph")
+    self._requires_grad = bool(flag)
+
 class Tensor:
     "An n-dimensional array that records the op that made it."
     __array_ufunc__ = None    # make `ndarray * Tensor` call Tensor.__rmul__ instead of NumPy
@@ -94,20 +104,17 @@ class Tensor:
     def __init__(self, data, dtype=None, requires_grad=False):
         self._data, self._vc = _to_array(data, dtype), [0]
         self.grad, self._ctx = None, None
-        if not isinstance(requires_grad, (bool, np.bool_)):
-            raise TypeError(f"requires_grad must be True or False, got {requires_grad!r}")
-        self.requires_grad = bool(requires_grad)
-        if self.requires_grad and self._data.dtype.kind != 'f':
-            raise TypeError(f"requires_grad=True needs a floating dtype, got {self._data.dtype}")
+        self.requires_grad = requires_grad
 
     @classmethod
     def _wrap(cls, arr):
         "Fast path for op results: `arr` is already a NumPy array."
         t = cls.__new__(Tensor)
-        t._data, t._vc, t.grad, t._ctx, t.requires_grad = arr, [0], None, None, False
+        t._data, t._vc, t.grad, t._ctx, t._requires_grad = arr, [0], None, None, False
         return t
 
     data = property(attrgetter('_data'), _set_data, doc="The NumPy array behind the tensor")
+    requires_grad = property(attrgetter('_requires_grad'), _set_requires_grad, doc="Whether ops on this tensor are recorded")
     _version = property(lambda self: self._vc[0], doc="How many in-place changes this tensor's memory has seen")
     shape = property(lambda self: self._data.shape, doc="Tuple of dimension sizes")
     dtype = property(lambda self: self._data.dtype, doc="NumPy dtype of the data")

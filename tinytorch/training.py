@@ -268,6 +268,7 @@ class Trainer:
         ### BEGIN SOLUTION
         out = self.model(x)
         loss = self.loss_fn(out, y)
+        if not isinstance(loss, Tensor) or loss.size != 1: self._bad_loss(loss)
         value = loss.item()
         if not math.isfinite(value): self._nan_stop(value)
         self.optimizer.zero_grad()
@@ -281,6 +282,11 @@ class Trainer:
 
     def _where(self) -> str:
         return f"epoch {self.running_epoch}, step {self.step}" + (f" of {self.n_batches}" if self.n_batches else "")
+
+    def _bad_loss(self, loss):
+        got = f"a Tensor of shape {loss.shape}" if isinstance(loss, Tensor) else f"a {type(loss).__name__}"
+        raise TypeError(f"Trainer: loss_fn must return a one-element Tensor (the graph backward() starts from), got {got}; "
+                        "reduce it with .mean() or .sum(), and compute it with Tensor ops")
 
     def _nan_stop(self, value):
         raise FloatingPointError(f"loss became {value} at {self._where()} (lr={self.optimizer.lr:g}); the weights were "
@@ -460,6 +466,10 @@ def _model_arrays(saved: dict, current: dict, path: str, allow_nonfinite: bool) 
 
 def load_checkpoint(path, model, optimizer: Optimizer | None = None, allow_nonfinite: bool = False) -> dict:
     "Load a `save_checkpoint` file into `model` (and `optimizer`), all or nothing; return the metadata dict."
+    if not callable(getattr(model, 'state_dict', None)) or not callable(getattr(model, 'load_state_dict', None)):
+        raise TypeError(f"load_checkpoint: model must be a Module (with state_dict and load_state_dict), got {type(model).__name__}")
+    if optimizer is not None and not isinstance(optimizer, Optimizer):
+        raise TypeError(f"load_checkpoint: optimizer must be a tinytorch Optimizer or None, got {type(optimizer).__name__}")
     path = os.fspath(path)
     if not os.path.exists(path): raise FileNotFoundError(f"no checkpoint at {path}")
     if not zipfile.is_zipfile(path):
