@@ -154,9 +154,9 @@ def _modified_message(t: Tensor, role: str, seen: int) -> str:
 def _check_saved(node: Tensor, op: Function):
     "Raise if a tensor `op` saved for its backward was changed in place since the forward pass."
     saved = getattr(op, 'saved_versions', None)
-    if op.saves_inputs and saved is not None:
-        for i, (p, v) in enumerate(zip(op.parents, saved)):
-            if p._vc[0] != v: raise RuntimeError(_modified_message(p, f"input {i} of {type(op).__name__}", v))
+    if op.saves_inputs and saved is not None and saved != [p._vc[0] for p in op.parents]:
+        i, p = next((i, p) for i, p in enumerate(op.parents) if p._vc[0] != saved[i])
+        raise RuntimeError(_modified_message(p, f"input {i} of {type(op).__name__}", saved[i]))
     if op.saves_output and node._vc[0] != 0:
         raise RuntimeError(_modified_message(node, f"the output of {type(op).__name__}", 0))
 
