@@ -20,7 +20,7 @@ def _to_tensor(x, name: str) -> Tensor:
     "Accept Tensors and array-likes for a float input, naming the argument in errors."
     if isinstance(x, Tensor): return x
     try: return Tensor(x)
-    except TypeError as e: raise TypeError(f"{name} must be a Tensor or an array, got {type(x).__name__}") from e
+    except TypeError as e: raise TypeError(f"{name} must be a Tensor or an array of numbers, got {type(x).__name__}: {e}") from None
 
 def _positive_int(value, name: str, owner: str) -> int:
     if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
@@ -74,6 +74,7 @@ def causal_mask(T: int) -> Tensor:
 
 def padding_mask(lengths, T: int) -> Tensor:
     "Boolean `(N, 1, T)` mask: in sequence `i`, the first `lengths[i]` keys are real, the rest padding."
+    if not isinstance(T, numbers.Integral) or isinstance(T, bool) or T < 1: raise ValueError(f"padding_mask needs a positive int T, got {T!r}")
     lengths = np.asarray(lengths.data if isinstance(lengths, Tensor) else lengths)
     if lengths.ndim != 1 or lengths.dtype.kind not in 'iu':
         raise ValueError(f"lengths must be a 1-d array of ints, got shape {lengths.shape} and dtype {lengths.dtype}")

@@ -242,7 +242,8 @@ class Normalize(Transform):
 class RandomHorizontalFlip(Transform):
     "Mirror each image left-right (last axis) with probability `p`."
     def __init__(self, p: float = 0.5):
-        if not 0 <= p <= 1: raise ValueError(f"RandomHorizontalFlip p must be a probability in [0, 1], got {p}")
+        if not isinstance(p, numbers.Real) or not 0 <= p <= 1:
+            raise ValueError(f"RandomHorizontalFlip p must be a probability in [0, 1], got {p!r}")
         self.p = float(p)
 
     def apply(self, x, rng):
@@ -421,6 +422,9 @@ def _atomic_temp(path: Path, suffix: str) -> tuple[int, str]:
     os.fchmod(fd, mode) if hasattr(os, 'fchmod') else os.chmod(tmp, mode)
     return fd, tmp
 
+import errno as _errno
+_DISK_ERRORS = {_errno.ENOSPC, _errno.EDQUOT, _errno.EROFS, _errno.EACCES, _errno.EPERM, _errno.EIO}
+
 @contextlib.contextmanager
 def _atomic_file(path, suffix: str = ".part"):
     "A binary file to write; on a clean exit it replaces `path` in one step, on any error it is deleted."
@@ -433,8 +437,10 @@ def _atomic_file(path, suffix: str = ".part"):
             f.flush(); os.fsync(f.fileno())
             if fcntl is not None: os.replace(tmp, path)   # while still locked: no cleaner can take it first
         if fcntl is None: os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
+        if type(e) in (OSError, PermissionError) and e.errno in _DISK_ERRORS and str(path) not in str(e):
+            raise type(e)(e.errno, f"cannot write {path}: {e.strerror}; nothing was changed there") from e
         raise
 
 def _write_atomic(path, chunks) -> Path:

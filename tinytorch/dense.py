@@ -45,7 +45,8 @@ class Sequential(Module):
         return [(n, l if isinstance(l, (Module, Activation)) else _Label(l)) for n, l in self._members()]
     def __getitem__(self, i):
         if isinstance(i, slice): return Sequential(*self.layers[i])
-        if not isinstance(i, numbers.Integral) or not -len(self.layers) <= i < len(self.layers):
+        if not isinstance(i, numbers.Integral): raise TypeError(f"Sequential index must be an int or a slice, got {i!r}")
+        if not -len(self.layers) <= i < len(self.layers):
             raise IndexError(f"Sequential index {i!r} is out of range for {len(self.layers)} layers")
         return self.layers[i]
     def __len__(self): return len(self.layers)

@@ -186,7 +186,8 @@ class ModuleList(Module):
     def _members(self): return ((str(i), m) for i, m in enumerate(self._items))
     def __getitem__(self, i):
         if isinstance(i, slice): return ModuleList(self._items[i])
-        if not isinstance(i, numbers.Integral) or not -len(self._items) <= i < len(self._items):
+        if not isinstance(i, numbers.Integral): raise TypeError(f"ModuleList index must be an int or a slice, got {i!r}")
+        if not -len(self._items) <= i < len(self._items):
             raise IndexError(f"ModuleList index {i!r} is out of range for {len(self._items)} modules")
         return self._items[i]
     def __len__(self): return len(self._items)

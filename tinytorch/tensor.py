@@ -331,7 +331,10 @@ Tensor.matmul = matmul
 # %% ../nbs/02_tensor.ipynb #66331777
 def _compare(np_op):
     def method(self, other):
-        other = other.data if isinstance(other, Tensor) else other
+        if not isinstance(other, Tensor):
+            try: other = _lift(other, self)
+            except TypeError: return NotImplemented   # `t == None` is False and `t < "a"` a TypeError, as in Python
+        other = other.data
         return Tensor._wrap(np.asarray(np_op(self.data, other)))
     return method
 
@@ -405,6 +408,7 @@ def _var(self, axis=None, keepdims=False, ddof=0):
 
 def _argmax(self, axis=None, keepdims=False):
     "Index of the largest value (no gradient)."
+    _check_nonempty(self, _norm_axes(axis, self.ndim), "argmax")
     if axis is None: return Tensor._wrap(np.asarray(self.data.argmax()))
     return Tensor._wrap(np.asarray(self.data.argmax(axis=axis, keepdims=keepdims)))
 

@@ -158,6 +158,8 @@ def accuracy(logits, targets) -> float:
 
 def confusion_matrix(preds, targets, num_classes: int) -> np.ndarray:
     "Counts `[true class, predicted class]` as a `(num_classes, num_classes)` int64 array."
+    if not isinstance(num_classes, numbers.Integral) or isinstance(num_classes, bool) or num_classes < 1:
+        raise ValueError(f"confusion_matrix: num_classes must be a positive int, got {num_classes!r}")
     p, t = _array(preds).reshape(-1), _array(targets).reshape(-1)
     if p.shape != t.shape: raise ValueError(f"confusion_matrix: {p.size} predictions but {t.size} targets")
     for name, a in (('prediction', p), ('target', t)):
