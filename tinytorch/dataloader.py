@@ -435,8 +435,10 @@ def _atomic_file(path, suffix: str = ".part"):
         with os.fdopen(fd, 'wb') as f:
             yield f
             f.flush(); os.fsync(f.fileno())
-            if fcntl is not None: os.replace(tmp, path)   # while still locked: no cleaner can take it first
-        if fcntl is None: os.replace(tmp, path)
+            if fcntl is not None:                        # while still locked: no cleaner can take it first
+                os.replace(tmp, path)
+        if fcntl is None:
+            os.replace(tmp, path)
     except BaseException as e:
         with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
         if type(e) in (OSError, PermissionError) and e.errno in _DISK_ERRORS and str(path) not in str(e):
