@@ -48,7 +48,8 @@ def np_attention(q, k, v, mask=None):
     for idx in np.ndindex(scores.shape[:-1]):
         ok = allowed[idx]
         if ok.any(): weights[idx][ok] = np_softmax(scores[idx][ok])
-    return weights @ v, weights
+    output = weights @ v
+    return output, weights
 
 
 def np_linear(x, lin):

@@ -423,8 +423,8 @@ def test_a_tiny_network_learns_xor():
     W1, b1 = Tensor(rng.standard_normal((2, 8)), requires_grad=True), Tensor(np.zeros(8), requires_grad=True)
     W2, b2 = Tensor(rng.standard_normal((8, 1)) * 0.5, requires_grad=True), Tensor(np.zeros(1), requires_grad=True)
     for _ in range(500):
-        loss = (((X @ W1 + b1).tanh() @ W2 + b2 - Y) ** 2).mean()
-        loss.backward()
+        mse = (((X @ W1 + b1).tanh() @ W2 + b2 - Y) ** 2).mean()
+        mse.backward()
         for p in (W1, b1, W2, b2):
             p.data -= 0.1 * p.grad.data
             p.grad = None

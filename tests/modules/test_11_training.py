@@ -94,10 +94,10 @@ def test_cross_entropy_gradient(n, c, eps, reduction, seed):
 def test_cross_entropy_float32_by_hand_and_stable():
     assert CrossEntropyLoss()(Tensor(np.zeros((4, 10), np.float32)), np.arange(4)).item() == pytest.approx(math.log(10))
     big = Tensor(np.array([[1000.0, 0.0, -1000.0], [0.0, 1000.0, 0.0]], np.float32), requires_grad=True)
-    loss = CrossEntropyLoss()(big, np.array([0, 0]))
-    assert loss.dtype == np.float32
-    assert loss.item() == pytest.approx(500.0)                   # (0 + 1000) / 2, no inf or nan
-    loss.backward()
+    ce = CrossEntropyLoss()(big, np.array([0, 0]))
+    assert ce.dtype == np.float32
+    assert ce.item() == pytest.approx(500.0)                     # (0 + 1000) / 2, no inf or nan
+    ce.backward()
     assert np.all(np.isfinite(big.grad.data))
     np.testing.assert_allclose(big.grad.data, [[0, 0, 0], [-0.5, 0.5, 0]], atol=1e-6)
 
@@ -139,9 +139,9 @@ def test_bce_with_logits_value_and_gradient(shape, scale, reduction, seed):
     x, t = rng.standard_normal(shape) * scale, rng.random(shape)
     loss_fn = BCEWithLogitsLoss(reduction=reduction)
     xt = Tensor(x.copy(), requires_grad=True)
-    loss = loss_fn(xt, t)
-    assert loss.item() == pytest.approx(bce_ref(x, t, reduction), rel=1e-9, abs=1e-9)
-    loss.backward()
+    bce = loss_fn(xt, t)
+    assert bce.item() == pytest.approx(bce_ref(x, t, reduction), rel=1e-9, abs=1e-9)
+    bce.backward()
     sig = 0.5 * (1 + np.tanh(x / 2))
     closed = (sig - t) / (x.size if reduction == "mean" else 1)
     np.testing.assert_allclose(xt.grad.data, closed, atol=1e-10)
