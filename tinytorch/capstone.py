@@ -23,7 +23,7 @@ __all__ = ['log', 'MODEL_NAME', 'CLASSES', 'INPUT_NAME', 'OUTPUT_NAME', 'IMAGE_S
            'decode_infer_request', 'encode_infer_response', 'PendingRequest', 'DynamicBatcher', 'ServingMetrics',
            'image_brightness', 'DriftMonitor', 'load_model_file', 'StaticSource', 'FileSource', 'RegistrySource',
            'ServeConfig', 'drift_reference', 'ServerState', 'create_app', 'PipelineResult', 'default_registry',
-           'choose_production']
+           'choose_production', 'make_drift_detector', 'app_from_env', 'ensure_production_model', 'serve', 'main']
 
 # %% ../nbs/16_capstone.ipynb #f35233ed
 SERVE_EXTRA = ("the TinyTorch server needs the optional `serve` extra (starlette, uvicorn, prometheus-client); "
@@ -1014,3 +1014,91 @@ def choose_production(metrics: dict, max_accuracy_drop: float = 0.01) -> str:
     good = [k for k, m in metrics.items() if m['accuracy'] >= best - max_accuracy_drop]
     return min(good, key=lambda k: (metrics[k]['latency_ms'], -metrics[k]['accuracy']))
     ### END SOLUTION
+
+# %% ../nbs/16_capstone.ipynb #3bd19488
+def make_drift_detector():
+    "Module 15's drift detector against the training images' brightness, or None when the dataset (or module 15) is missing."
+    reference = drift_reference()
+    if reference is None: return None
+    try: from tinytorch.mlops import DriftDetector
+    except ImportError: return None
+    return DriftDetector(reference)
+
+def app_from_env():
+    "App factory for `uvicorn tinytorch.capstone:app_from_env --factory [--workers N]`, configured by environment variables."
+    config = ServeConfig.from_env()
+    path = os.environ.get('TINYTORCH_SERVE_MODEL_PATH')
+    source = FileSource(path, config.model_name) if path else RegistrySource(default_registry(), config.model_name)
+    return create_app(source, config, drift_detector=make_drift_detector())
+
+def ensure_production_model(root, train: bool = True, verbose: bool = True):
+    "Make sure registry `root` has a production model, running the pipeline (training if needed) when it has none."
+    source = RegistrySource(root)
+    if source.latest() is not None: return None
+    if not train: raise RuntimeError(f"the registry at {root} has no production '{MODEL_NAME}' model; start once without --no-train")
+    print(f"The registry at {root} has no production model yet: training, compressing, benchmarking and registering "
+          "the Fashion-MNIST CNN (minutes, once; later starts take seconds) ...", file=sys.stderr, flush=True)
+    result = run_pipeline(root, verbose=verbose)
+    print(result, file=sys.stderr, flush=True)
+    return result
+
+def serve(port: int = 8000, host: str = '127.0.0.1', model=None, registry=None, workers: int = 1, batching: bool = True,
+          max_batch_size: int = 32, max_wait_ms: float = 2.0, predictor=None, log_level: str = 'info', train: bool = True) -> int:
+    "Run the server until SIGTERM or Ctrl-C; returns 0 after draining the requests in flight."
+    require_serve_extra()
+    import shutil, uvicorn
+    if not (isinstance(workers, int) and workers >= 1): raise ValueError(f"serve: workers must be an int >= 1, got {workers!r}")
+    config = ServeConfig(max_batch_size=max_batch_size if batching else 1, max_wait_ms=max_wait_ms if batching else 0.0)
+    root = Path(registry) if registry else default_registry()
+    if predictor is not None:
+        if workers != 1: raise ValueError("serve: a predictor object lives in this process; use workers=1, or pass model= or registry=")
+        source = StaticSource(predictor)
+    elif model is not None: source = FileSource(model)
+    else:
+        ensure_production_model(root, train=train)
+        source = RegistrySource(root)
+    options = dict(host=host, port=port, log_level=log_level, access_log=False, timeout_keep_alive=5,
+                   timeout_graceful_shutdown=30, limit_concurrency=2048)
+    if workers == 1:
+        server = uvicorn.Server(uvicorn.Config(create_app(source, config, drift_detector=make_drift_detector()), **options))
+        # uvicorn re-raises the signal it drained on once it is done; a no-op handler makes that a clean exit 0
+        previous = {s: signal.signal(s, lambda *_: None) for s in (signal.SIGTERM, signal.SIGINT)}
+        try: server.run()
+        finally:
+            for s, handler in previous.items(): signal.signal(s, handler)
+        return 0 if server.started else 1
+    env = config.to_env()
+    if model is not None: env['TINYTORCH_SERVE_MODEL_PATH'] = str(Path(model).resolve())
+    else: env['TINYTORCH_REGISTRY'] = str(root.resolve())
+    metrics_dir = tempfile.mkdtemp(prefix='tinytorch-metrics-')
+    env['PROMETHEUS_MULTIPROC_DIR'] = metrics_dir
+    os.environ.update(env)
+    try: uvicorn.run('tinytorch.capstone:app_from_env', factory=True, workers=workers, **options)
+    finally: shutil.rmtree(metrics_dir, ignore_errors=True)
+    return 0
+
+# %% ../nbs/16_capstone.ipynb #99225e00
+def main(argv=None) -> int:
+    "`python -m tinytorch.capstone [--port 8000] [--model PATH] ...`: the same options as `tito serve`."
+    import argparse
+    p = argparse.ArgumentParser(prog='python -m tinytorch.capstone', description='Serve the Fashion-MNIST model over the Open Inference Protocol.')
+    p.add_argument('--port', type=int, default=8000, help='TCP port (default 8000)')
+    p.add_argument('--host', default='127.0.0.1', help='address to bind (default 127.0.0.1, this machine only)')
+    p.add_argument('--model', type=Path, default=None, help='serve this model file instead of the registry\'s production version')
+    p.add_argument('--registry', type=Path, default=None, help=f'registry folder (default $TINYTORCH_REGISTRY or {default_registry()})')
+    p.add_argument('--workers', type=int, default=1, help='worker processes (default 1)')
+    p.add_argument('--no-batching', action='store_true', help='run every request alone (max batch size 1)')
+    p.add_argument('--max-batch-size', type=int, default=32, help='images per model call with dynamic batching (default 32)')
+    p.add_argument('--max-wait-ms', type=float, default=2.0, help='longest wait for a batch to fill, in ms (default 2)')
+    p.add_argument('--no-train', action='store_true', help='fail instead of training when the registry is empty')
+    p.add_argument('--log-level', default='info', choices=['critical', 'error', 'warning', 'info', 'debug'])
+    a = p.parse_args(argv)
+    logging.basicConfig(level=a.log_level.upper(), format='%(levelname)s:     %(message)s')
+    try:
+        return serve(port=a.port, host=a.host, model=a.model, registry=a.registry, workers=a.workers, batching=not a.no_batching,
+                     max_batch_size=a.max_batch_size, max_wait_ms=a.max_wait_ms, log_level=a.log_level, train=not a.no_train)
+    except (ImportError, FileNotFoundError, ValueError, RuntimeError) as e:
+        print(f"tinytorch serve: {e}", file=sys.stderr)
+        return 1
+
+if __name__ == '__main__' and '__file__' in globals(): sys.exit(main())   # python -m tinytorch.capstone, not a notebook
