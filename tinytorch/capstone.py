@@ -22,17 +22,18 @@ __all__ = ['log', 'MODEL_NAME', 'CLASSES', 'INPUT_NAME', 'OUTPUT_NAME', 'IMAGE_S
            'BATCH_BUCKETS', 'INDEX_HTML', 'require_serve_extra', 'check_images', 'Predictor', 'ServingError',
            'decode_infer_request', 'encode_infer_response', 'PendingRequest', 'DynamicBatcher', 'ServingMetrics',
            'image_brightness', 'DriftMonitor', 'load_model_file', 'StaticSource', 'FileSource', 'RegistrySource',
-           'ServeConfig', 'drift_reference', 'ServerState', 'create_app', 'PipelineResult', 'default_registry',
-           'choose_production', 'make_drift_detector', 'app_from_env', 'ensure_production_model', 'serve', 'main']
+           'ServeConfig', 'drift_reference', 'limit_threads', 'ServerState', 'create_app', 'PipelineResult',
+           'default_registry', 'choose_production', 'make_drift_detector', 'app_from_env', 'ensure_production_model',
+           'serve', 'main']
 
 # %% ../nbs/16_capstone.ipynb #f35233ed
-SERVE_EXTRA = ("the TinyTorch server needs the optional `serve` extra (starlette, uvicorn, prometheus-client); "
+SERVE_EXTRA = ("the TinyTorch server needs the optional `serve` extra (starlette, uvicorn, prometheus-client, threadpoolctl); "
                "install it with `make install`, or `pip install -e '.[serve]'` in the repository")
 
 def require_serve_extra():
     "Import the server's optional libraries, or raise an ImportError that names the `serve` extra."
     missing = []
-    for name in ('starlette', 'uvicorn', 'prometheus_client'):
+    for name in ('starlette', 'uvicorn', 'prometheus_client', 'threadpoolctl'):
         try: __import__(name)
         except ImportError: missing.append(name)
     if missing: raise ImportError(f"{SERVE_EXTRA} (not importable here: {', '.join(missing)})")
@@ -103,8 +104,8 @@ def _field(obj: dict, key: str, where: str, kind, what: str):
 # %% ../nbs/16_capstone.ipynb #7e93b28d
 def decode_infer_request(body: bytes, max_images: int = 256) -> tuple[np.ndarray, str | None]:
     "Parse and check an Open Inference Protocol request body: (float32 images (N, 1, 28, 28), request id or None)."
-    try: req = json.loads(body)
-    except UnicodeDecodeError: raise ServingError(400, "the request body is not UTF-8 text") from None
+    try: req = json.loads(body.decode('utf-8') if isinstance(body, (bytes, bytearray)) else body)
+    except UnicodeDecodeError as e: raise ServingError(400, f"the request body is not UTF-8 text (byte {e.start} cannot be decoded)") from None
     except json.JSONDecodeError as e:
         raise ServingError(400, f"malformed JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
     if not isinstance(req, dict):
@@ -421,6 +422,7 @@ class ServeConfig:
     infer_timeout_s: float = 30.0
     poll_seconds: float = 1.0         # how often to ask the source for a newer model (hot swap)
     drift_window: int = 256
+    threads: int = 1                  # BLAS threads per worker process; scale out with workers instead
 
     @classmethod
     def from_env(cls, environ=os.environ) -> 'ServeConfig':
@@ -444,6 +446,12 @@ def drift_reference(n: int = 2000):
     idx = np.random.default_rng(0).choice(len(train), size=min(n, len(train)), replace=False)
     return image_brightness(train.get_batch(np.sort(idx))[0])
 
+def limit_threads(n: int):
+    "Cap the BLAS (and, when it is loaded, PyTorch) thread pools of this process at `n` threads."
+    from threadpoolctl import threadpool_limits
+    threadpool_limits(n)
+    if 'torch' in sys.modules: sys.modules['torch'].set_num_threads(n)
+
 class ServerState:
     "One server process: the model source, the batcher, the metrics and the drift monitor."
     def __init__(self, source, config: ServeConfig | None = None, drift_detector=None):
@@ -463,6 +471,7 @@ class ServerState:
     def predictor(self): return self.batcher.predictor
 
     async def start(self):
+        limit_threads(self.config.threads)
         await self.batcher.start()
         if not await self.refresh():
             raise RuntimeError(f"{self.source!r} has no model to serve")
@@ -528,13 +537,15 @@ def _test_images():
 class _Observe:
     "Pure-ASGI middleware: count every request by route template and status, and time it."
     def __init__(self, app, metrics: ServingMetrics):
-        self.app, self.metrics = app, metrics
+        self.app, self.metrics, self.pid = app, metrics, str(os.getpid()).encode()
 
     async def __call__(self, scope, receive, send):
         if scope['type'] != 'http': return await self.app(scope, receive, send)
         status, start = [500], time.perf_counter()
         async def send_and_record(message):
-            if message['type'] == 'http.response.start': status[0] = message['status']
+            if message['type'] == 'http.response.start':
+                status[0] = message['status']
+                message['headers'] = [*message.get('headers', []), (b'x-tinytorch-worker', self.pid)]   # which process answered
             await send(message)
         self.metrics.in_flight.inc()
         try: await self.app(scope, receive, send_and_record)
@@ -1043,12 +1054,15 @@ def ensure_production_model(root, train: bool = True, verbose: bool = True):
     return result
 
 def serve(port: int = 8000, host: str = '127.0.0.1', model=None, registry=None, workers: int = 1, batching: bool = True,
-          max_batch_size: int = 32, max_wait_ms: float = 2.0, predictor=None, log_level: str = 'info', train: bool = True) -> int:
+          max_batch_size: int = 32, max_wait_ms: float = 2.0, predictor=None, log_level: str = 'info', train: bool = True,
+          threads: int | None = None) -> int:
     "Run the server until SIGTERM or Ctrl-C; returns 0 after draining the requests in flight."
     require_serve_extra()
     import shutil, uvicorn
     if not (isinstance(workers, int) and workers >= 1): raise ValueError(f"serve: workers must be an int >= 1, got {workers!r}")
-    config = ServeConfig(max_batch_size=max_batch_size if batching else 1, max_wait_ms=max_wait_ms if batching else 0.0)
+    config = dataclasses.replace(ServeConfig.from_env(), max_batch_size=max_batch_size if batching else 1,
+                                 max_wait_ms=max_wait_ms if batching else 0.0)     # limits may come from TINYTORCH_SERVE_*
+    if threads is not None: config = dataclasses.replace(config, threads=threads)
     root = Path(registry) if registry else default_registry()
     if predictor is not None:
         if workers != 1: raise ValueError("serve: a predictor object lives in this process; use workers=1, or pass model= or registry=")
@@ -1090,13 +1104,14 @@ def main(argv=None) -> int:
     p.add_argument('--no-batching', action='store_true', help='run every request alone (max batch size 1)')
     p.add_argument('--max-batch-size', type=int, default=32, help='images per model call with dynamic batching (default 32)')
     p.add_argument('--max-wait-ms', type=float, default=2.0, help='longest wait for a batch to fill, in ms (default 2)')
+    p.add_argument('--threads', type=int, default=None, help='BLAS threads per worker (default 1)')
     p.add_argument('--no-train', action='store_true', help='fail instead of training when the registry is empty')
     p.add_argument('--log-level', default='info', choices=['critical', 'error', 'warning', 'info', 'debug'])
     a = p.parse_args(argv)
     logging.basicConfig(level=a.log_level.upper(), format='%(levelname)s:     %(message)s')
     try:
         return serve(port=a.port, host=a.host, model=a.model, registry=a.registry, workers=a.workers, batching=not a.no_batching,
-                     max_batch_size=a.max_batch_size, max_wait_ms=a.max_wait_ms, log_level=a.log_level, train=not a.no_train)
+                     max_batch_size=a.max_batch_size, max_wait_ms=a.max_wait_ms, log_level=a.log_level, train=not a.no_train, threads=a.threads)
     except (ImportError, FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"tinytorch serve: {e}", file=sys.stderr)
         return 1
