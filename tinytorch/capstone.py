@@ -939,7 +939,7 @@ function drawChart() {
   for (let k = 0; k <= 4; k++) {
     const y = T + (H - T - B) * k / 4;
     g.beginPath(); g.moveTo(L, y); g.lineTo(W - R, y); g.stroke();
-    g.fillText((maxRate * (1 - k / 4)).toFixed(0), 8, y + 4);
+    g.fillText((maxRate * (1 - k / 4)).toFixed(maxRate < 10 ? 1 : 0), 8, y + 4);
     g.fillText((maxLat * (1 - k / 4)).toFixed(1), W - R + 8, y + 4);
   }
   g.fillText("req/s", 8, H - 6); g.fillText("ms", W - R + 8, H - 6); g.fillText("last 60 s", W / 2 - 20, H - 6);
