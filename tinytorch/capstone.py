@@ -193,7 +193,7 @@ class DynamicBatcher:
         "Stop the loop; requests still queued get a 503 (uvicorn has already drained in-flight requests)."
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError): await self._task
+            with contextlib.suppress(asyncio.CancelledError, Exception): await self._task   # a failure was logged when it happened
         while self.pending:
             item = self.pending.popleft()
             if not item.future.done(): item.future.set_exception(ServingError(503, "the server is shutting down"))
@@ -243,14 +243,16 @@ class DynamicBatcher:
     async def run_batch(self, batch: list[PendingRequest]):
         "Run one batch through the current predictor and hand each request its rows."
         predictor = self.predictor          # read once: a hot swap takes effect from the next batch on
+        batch = [item for item in batch if not item.future.done()]     # clients that gave up while it filled
+        if not batch: return
         start = time.perf_counter()
         ### BEGIN SOLUTION
         x = batch[0].x if len(batch) == 1 else np.concatenate([item.x for item in batch])
         try: probs = await self._loop.run_in_executor(self._executor, predictor, x)
         except Exception as e:
             log.exception("the model failed on a batch of %d images", len(x))
-            for item in batch:
-                if not item.future.done(): item.future.set_exception(e)
+            for item in batch:              # a fresh error each: one shared exception object would grow its traceback
+                if not item.future.done(): item.future.set_exception(ServingError(500, f"the model failed: {type(e).__name__}: {e}"))
             return
         row = 0
         for item in batch:
@@ -263,9 +265,17 @@ class DynamicBatcher:
         if self.on_batch is not None: self.on_batch(len(x), time.perf_counter() - start)
 
     async def _run(self):
-        while True:
-            batch = await self.next_batch()
-            if batch: await self.run_batch(batch)
+        batch = []
+        try:
+            while True:
+                batch = await self.next_batch()
+                if batch: await self.run_batch(batch)
+        except Exception as e:       # a broken loop must fail its requests, not leave them waiting
+            log.exception("the batching loop stopped; failing the requests it holds")
+            for item in [*batch, *self.pending]:
+                if not item.future.done(): item.future.set_exception(ServingError(500, f"the batching loop stopped: {type(e).__name__}: {e}"))
+            self.pending.clear(); self.queued_images = 0
+            raise
 
 # %% ../nbs/16_capstone.ipynb #9b783b1d
 LATENCY_BUCKETS = (.0005, .001, .002, .005, .01, .02, .05, .1, .2, .5, 1, 2, 5, 10)
