@@ -23,7 +23,8 @@ __all__ = ['log', 'MODEL_NAME', 'CLASSES', 'INPUT_NAME', 'OUTPUT_NAME', 'IMAGE_S
            'decode_infer_request', 'encode_infer_response', 'PendingRequest', 'DynamicBatcher', 'ServingMetrics',
            'image_brightness', 'DriftMonitor', 'load_model_file', 'StaticSource', 'FileSource', 'RegistrySource',
            'ServeConfig', 'drift_reference', 'limit_threads', 'ServerState', 'create_app', 'PipelineResult',
-           'default_registry', 'choose_production', 'make_drift_detector', 'app_from_env', 'ensure_production_model',
+           'default_registry', 'choose_production', 'benchmark_latency_ms', 'dataset_hash', 'accuracy_of',
+           'measure_candidate', 'run_pipeline', 'make_drift_detector', 'app_from_env', 'ensure_production_model',
            'serve', 'main']
 
 # %% ../nbs/16_capstone.ipynb #f35233ed
@@ -1036,7 +1037,71 @@ def choose_production(metrics: dict, max_accuracy_drop: float = 0.01) -> str:
     return min(good, key=lambda k: (metrics[k]['latency_ms'], -metrics[k]['accuracy']))
     ### END SOLUTION
 
-# %% ../nbs/16_capstone.ipynb #3bd19488
+# %% ../nbs/16_capstone.ipynb #4a9fe8bc
+def benchmark_latency_ms(predictor, x: np.ndarray, repeats: int = 7) -> float:
+    "Median wall time in ms of `predictor(x)` after one warm-up call."
+    predictor(x)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter(); predictor(x); times.append(time.perf_counter() - t)
+    return 1000 * float(np.median(times))
+
+# %% ../nbs/16_capstone.ipynb #66a8f84c
+def dataset_hash(files) -> str:
+    "sha256 over the dataset files' bytes: which data a registered model was evaluated on."
+    h = hashlib.sha256()
+    for f in sorted(map(str, files)):
+        with open(f, 'rb') as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b''): h.update(chunk)
+    return h.hexdigest()
+
+def accuracy_of(predictor, x: np.ndarray, y: np.ndarray, batch: int = 500) -> float:
+    "Top-1 accuracy of a predictor on images `x` with labels `y`."
+    preds = np.concatenate([predictor(x[i:i + batch]).argmax(1) for i in range(0, len(x), batch)])
+    return float((preds == y).mean())
+
+def measure_candidate(model, x: np.ndarray, y: np.ndarray, batch: int = 32) -> dict:
+    "Accuracy on (x, y), latency of one batch of `batch` images (module 14's benchmark) and the compressed file's size."
+    from tinytorch.compression import save_compressed
+    predictor = Predictor(model)
+    latency = benchmark_latency_ms(predictor, x[:batch])
+    with tempfile.TemporaryDirectory() as tmp:
+        size = os.path.getsize(save_compressed(model, Path(tmp) / 'model.npz'))
+    return {'accuracy': accuracy_of(predictor, x, y), 'latency_ms': latency, 'batch': batch, 'size_bytes': size,
+            'test_images': len(x)}
+
+def run_pipeline(registry_root=None, checkpoint=None, test_images: int = 2000, calibration_images: int = 512,
+                 max_accuracy_drop: float = 0.01, verbose=None) -> PipelineResult:
+    "Train (or load) the Fashion-MNIST CNN, compress it to int8, benchmark both, register both, promote the better one."
+    from tinytorch.compression import quantize_int8
+    from tinytorch.mlops import ModelRegistry
+    start = time.perf_counter()
+    root = Path(registry_root) if registry_root is not None else default_registry()
+    path = str(checkpoint) if checkpoint is not None else fashion_cnn_checkpoint(verbose=verbose)
+    train, test = FashionMNIST(train=True), FashionMNIST(train=False)
+    if not (isinstance(test_images, int) and 1 <= test_images <= len(test)):
+        raise ValueError(f"run_pipeline: test_images must be an int in 1..{len(test)}, got {test_images!r}")
+    x, y = test.get_batch(np.arange(test_images))
+    model = fashion_cnn()
+    trained = load_checkpoint(path, model)
+    model.eval()
+    calibration = [Tensor(train.get_batch(np.arange(i, min(i + 128, calibration_images)))[0])
+                   for i in range(0, calibration_images, 128)]
+    config = {'checkpoint': path, 'recipe': {k[len('recipe_'):]: v for k, v in trained.items() if k.startswith('recipe_')},
+              'calibration_images': calibration_images, 'classes': list(CLASSES)}
+    data = dataset_hash(test.files)
+    ### BEGIN SOLUTION
+    candidates = {'float32': model, 'int8': quantize_int8(model, calibration)}
+    metrics = {kind: measure_candidate(m, x, y) for kind, m in candidates.items()}
+    registry = ModelRegistry(root)
+    versions = {kind: registry.register(MODEL_NAME, m, metrics=metrics[kind], dataset_hash=data, config={**config, 'kind': kind})
+                for kind, m in candidates.items()}
+    promoted = choose_production(metrics, max_accuracy_drop)
+    registry.promote(MODEL_NAME, versions[promoted].version)
+    ### END SOLUTION
+    return PipelineResult(root, versions, metrics, promoted, time.perf_counter() - start)
+
+# %% ../nbs/16_capstone.ipynb #23112ca6
 def make_drift_detector():
     "Module 15's drift detector against the training images' brightness, or None when the dataset (or module 15) is missing."
     reference = drift_reference()
@@ -1101,7 +1166,7 @@ def serve(port: int = 8000, host: str = '127.0.0.1', model=None, registry=None, 
     finally: shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
-# %% ../nbs/16_capstone.ipynb #99225e00
+# %% ../nbs/16_capstone.ipynb #72909220
 def main(argv=None) -> int:
     "`python -m tinytorch.capstone [--port 8000] [--model PATH] ...`: the same options as `tito serve`."
     import argparse

@@ -131,7 +131,7 @@ def test_images():
 @pytest.fixture(scope='module')
 def pipeline(fashion_checkpoint, tmp_path_factory):
     start = time.perf_counter()
-    result = run_pipeline(tmp_path_factory.mktemp('registry'), checkpoint=fashion_checkpoint, verbose=False)
+    result = run_pipeline(tmp_path_factory.mktemp('registry'), checkpoint=fashion_checkpoint, test_images=1000, verbose=False)
     print(f'\n[serving capability] pipeline in {time.perf_counter() - start:.1f} s:\n{result}')
     return result
 
@@ -258,7 +258,7 @@ def test_hot_swap_under_load_drops_nothing(server, pipeline, test_images):
     registry = ModelRegistry(pipeline.registry_root)
     old = registry.get(MODEL_NAME, stage='production').version
     new = next(mv.version for mv in registry.versions(MODEL_NAME) if mv.version != old)
-    bodies = [body_for(test_images[0][i % 100:i % 100 + 1]) for i in range(600)]
+    bodies = [body_for(test_images[0][i % 100:i % 100 + 1]) for i in range(300)]
 
     async def load_and_promote():
         task = asyncio.create_task(burst(server.base, bodies, clients=8))
@@ -276,6 +276,12 @@ def test_hot_swap_under_load_drops_nothing(server, pipeline, test_images):
     meta = server.request('GET', f'/v2/models/{MODEL_NAME}', '/v2/models/{name}').json()
     assert meta['versions'] == [str(new)]
     assert server.metrics()['tinytorch_model_version', (('model', MODEL_NAME),)] == new
+    # and back, applied at once through the protocol's repository extension instead of the next poll
+    registry.promote(MODEL_NAME, old)
+    r = server.request('POST', f'/v2/repository/models/{MODEL_NAME}/load', '/v2/repository/models/{name}/load')
+    assert r.status_code == 200 and r.json()['version'] == str(old)
+    r = server.request('POST', INFER, INFER_ROUTE, content=bodies[0])
+    assert r.json()['model_version'] == str(old)
 
 
 def test_metrics_count_what_was_sent(server):
