@@ -691,7 +691,7 @@ def create_app(source, config: ServeConfig | None = None, drift_detector=None):
     app.state.server = state
     return app
 
-# %% ../nbs/16_capstone.ipynb #a10d74b3
+# %% ../nbs/16_capstone.ipynb #ef058ffb
 INDEX_HTML = r"""<!doctype html>
 <html lang="en">
 <head>
@@ -1008,7 +1008,7 @@ start();
 </html>
 """
 
-# %% ../nbs/16_capstone.ipynb #af6f2e2c
+# %% ../nbs/16_capstone.ipynb #eed20110
 @dataclasses.dataclass
 class PipelineResult:
     "What `run_pipeline` did: each candidate's registered version and metrics, and which one went to production."
@@ -1037,7 +1037,7 @@ def choose_production(metrics: dict, max_accuracy_drop: float = 0.01) -> str:
     return min(good, key=lambda k: (metrics[k]['latency_ms'], -metrics[k]['accuracy']))
     ### END SOLUTION
 
-# %% ../nbs/16_capstone.ipynb #4a9fe8bc
+# %% ../nbs/16_capstone.ipynb #dbc94272
 def benchmark_latency_ms(predictor, x: np.ndarray, repeats: int = 7) -> float:
     "Median wall time in ms of `predictor(x)` after one warm-up call."
     predictor(x)
@@ -1046,7 +1046,7 @@ def benchmark_latency_ms(predictor, x: np.ndarray, repeats: int = 7) -> float:
         t = time.perf_counter(); predictor(x); times.append(time.perf_counter() - t)
     return 1000 * float(np.median(times))
 
-# %% ../nbs/16_capstone.ipynb #66a8f84c
+# %% ../nbs/16_capstone.ipynb #b5c46100
 def dataset_hash(files) -> str:
     "sha256 over the dataset files' bytes: which data a registered model was evaluated on."
     h = hashlib.sha256()
@@ -1101,7 +1101,7 @@ def run_pipeline(registry_root=None, checkpoint=None, test_images: int = 2000, c
     ### END SOLUTION
     return PipelineResult(root, versions, metrics, promoted, time.perf_counter() - start)
 
-# %% ../nbs/16_capstone.ipynb #23112ca6
+# %% ../nbs/16_capstone.ipynb #245611d9
 def make_drift_detector():
     "Module 15's drift detector against the training images' brightness, or None when the dataset (or module 15) is missing."
     reference = drift_reference()
@@ -1166,7 +1166,7 @@ def serve(port: int = 8000, host: str = '127.0.0.1', model=None, registry=None, 
     finally: shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
-# %% ../nbs/16_capstone.ipynb #72909220
+# %% ../nbs/16_capstone.ipynb #8f5cef5b
 def main(argv=None) -> int:
     "`python -m tinytorch.capstone [--port 8000] [--model PATH] ...`: the same options as `tito serve`."
     import argparse
