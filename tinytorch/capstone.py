@@ -10,6 +10,7 @@ from .tensor import Tensor
 from .autograd import no_grad
 from .dataloader import FashionMNIST, DatasetNotFoundError, cache_dir
 from .training import fashion_cnn, fashion_cnn_checkpoint, load_checkpoint
+from .compression import load_compressed, quantize_int8, save_compressed
 
 log = logging.getLogger('tinytorch.serve')
 MODEL_NAME = 'fashion-mnist'
@@ -360,19 +361,13 @@ def load_model_file(path):
     "A model from a `save_compressed` file (module 12) or a `save_checkpoint` file of `fashion_cnn` (module 11)."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"no model file at {path}")
-    try:
-        from tinytorch.compression import load_compressed
-        return load_compressed(path)
-    except ImportError: pass
+    try: return load_compressed(path)
     except (ValueError, KeyError) as compressed_error:
         model = fashion_cnn()
         try: load_checkpoint(path, model)
         except ValueError as e:
             raise ValueError(f"{path} is neither a compressed model ({compressed_error}) nor a fashion_cnn checkpoint ({e})") from None
         return model
-    model = fashion_cnn()
-    load_checkpoint(path, model)
-    return model
 
 class StaticSource:
     "Always the same predictor."
@@ -419,7 +414,7 @@ class RegistrySource:
         return Predictor(model, version=int(mv.version), name=self.name, kind=kind, source=str(mv.artifact))
     def __repr__(self): return f"RegistrySource({str(self.root)!r}, {self.name!r}, stage={self.stage!r})"
 
-# %% ../nbs/16_capstone.ipynb #09069510
+# %% ../nbs/16_capstone.ipynb #29236ee7
 @dataclasses.dataclass
 class ServeConfig:
     "The server's knobs and limits."
@@ -449,7 +444,7 @@ class ServeConfig:
     def to_env(self) -> dict:
         return {f'TINYTORCH_SERVE_{k.upper()}': str(v) for k, v in dataclasses.asdict(self).items()}
 
-# %% ../nbs/16_capstone.ipynb #17fcd5b9
+# %% ../nbs/16_capstone.ipynb #6eda3014
 def drift_reference(n: int = 2000):
     "Brightness of `n` Fashion-MNIST training images, the drift monitor's reference (None without the dataset)."
     try: train = FashionMNIST(train=True)
@@ -535,7 +530,7 @@ class ServerState:
             finally: self._drift_busy = False
         asyncio.get_running_loop().run_in_executor(None, check)
 
-# %% ../nbs/16_capstone.ipynb #fc8559d4
+# %% ../nbs/16_capstone.ipynb #070b4a84
 _EXAMPLES = {}
 
 def _test_images():
@@ -586,7 +581,7 @@ async def _read_body(request, limit: int, timeout: float) -> bytes:
                                 f"(about {limit // 8000} images as JSON): send fewer images per request")
     return b''.join(chunks)
 
-# %% ../nbs/16_capstone.ipynb #e5730e44
+# %% ../nbs/16_capstone.ipynb #981051a1
 def create_app(source, config: ServeConfig | None = None, drift_detector=None):
     "The ASGI app: Open Inference Protocol routes, /metrics, the page at /, dynamic batching, hot swap and drift monitoring."
     require_serve_extra()
@@ -691,7 +686,7 @@ def create_app(source, config: ServeConfig | None = None, drift_detector=None):
     app.state.server = state
     return app
 
-# %% ../nbs/16_capstone.ipynb #ef058ffb
+# %% ../nbs/16_capstone.ipynb #7a52bb74
 INDEX_HTML = r"""<!doctype html>
 <html lang="en">
 <head>
@@ -1008,7 +1003,7 @@ start();
 </html>
 """
 
-# %% ../nbs/16_capstone.ipynb #eed20110
+# %% ../nbs/16_capstone.ipynb #0f4d6efa
 @dataclasses.dataclass
 class PipelineResult:
     "What `run_pipeline` did: each candidate's registered version and metrics, and which one went to production."
@@ -1037,7 +1032,7 @@ def choose_production(metrics: dict, max_accuracy_drop: float = 0.01) -> str:
     return min(good, key=lambda k: (metrics[k]['latency_ms'], -metrics[k]['accuracy']))
     ### END SOLUTION
 
-# %% ../nbs/16_capstone.ipynb #dbc94272
+# %% ../nbs/16_capstone.ipynb #5e259b5f
 def benchmark_latency_ms(predictor, x: np.ndarray, repeats: int = 7) -> float:
     "Median wall time in ms of `predictor(x)` after one warm-up call."
     predictor(x)
@@ -1046,7 +1041,7 @@ def benchmark_latency_ms(predictor, x: np.ndarray, repeats: int = 7) -> float:
         t = time.perf_counter(); predictor(x); times.append(time.perf_counter() - t)
     return 1000 * float(np.median(times))
 
-# %% ../nbs/16_capstone.ipynb #b5c46100
+# %% ../nbs/16_capstone.ipynb #be20d872
 def dataset_hash(files) -> str:
     "sha256 over the dataset files' bytes: which data a registered model was evaluated on."
     h = hashlib.sha256()
@@ -1062,7 +1057,6 @@ def accuracy_of(predictor, x: np.ndarray, y: np.ndarray, batch: int = 500) -> fl
 
 def measure_candidate(model, x: np.ndarray, y: np.ndarray, batch: int = 32) -> dict:
     "Accuracy on (x, y), latency of one batch of `batch` images (module 14's benchmark) and the compressed file's size."
-    from tinytorch.compression import save_compressed
     predictor = Predictor(model)
     latency = benchmark_latency_ms(predictor, x[:batch])
     with tempfile.TemporaryDirectory() as tmp:
@@ -1073,7 +1067,6 @@ def measure_candidate(model, x: np.ndarray, y: np.ndarray, batch: int = 32) -> d
 def run_pipeline(registry_root=None, checkpoint=None, test_images: int = 2000, calibration_images: int = 512,
                  max_accuracy_drop: float = 0.01, verbose=None) -> PipelineResult:
     "Train (or load) the Fashion-MNIST CNN, compress it to int8, benchmark both, register both, promote the better one."
-    from tinytorch.compression import quantize_int8
     from tinytorch.mlops import ModelRegistry
     start = time.perf_counter()
     root = Path(registry_root) if registry_root is not None else default_registry()
@@ -1101,7 +1094,7 @@ def run_pipeline(registry_root=None, checkpoint=None, test_images: int = 2000, c
     ### END SOLUTION
     return PipelineResult(root, versions, metrics, promoted, time.perf_counter() - start)
 
-# %% ../nbs/16_capstone.ipynb #245611d9
+# %% ../nbs/16_capstone.ipynb #5d9344b9
 def make_drift_detector():
     "Module 15's drift detector against the training images' brightness, or None when the dataset (or module 15) is missing."
     reference = drift_reference()
@@ -1166,7 +1159,7 @@ def serve(port: int = 8000, host: str = '127.0.0.1', model=None, registry=None, 
     finally: shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
-# %% ../nbs/16_capstone.ipynb #8f5cef5b
+# %% ../nbs/16_capstone.ipynb #b6f8a165
 def main(argv=None) -> int:
     "`python -m tinytorch.capstone [--port 8000] [--model PATH] ...`: the same options as `tito serve`."
     import argparse
