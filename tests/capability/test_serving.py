@@ -340,6 +340,18 @@ def test_two_workers_share_the_port_and_their_metrics(pipeline, test_images):
             assert counted == 60
         print(f'\n[serving capability] --workers 2: answers from {len(workers)} processes, /metrics sums to {counted:.0f}')
         assert len(workers) == 2, f'only worker(s) {workers} answered 60 requests on fresh connections'
+        # one promotion in the shared registry reaches every worker
+        registry = ModelRegistry(pipeline.registry_root)
+        old = registry.get(MODEL_NAME, stage='production').version
+        new = next(mv.version for mv in registry.versions(MODEL_NAME) if mv.version != old)
+        registry.promote(MODEL_NAME, new)
+        try:
+            time.sleep(2.5)                    # each worker polls the registry every second
+            results = asyncio.run(burst(s.base, bodies[:30], clients=6, new_connections=True))
+            assert {(status, version) for status, version, _ in results} == {(200, str(new))}
+            assert len({pid for _, _, pid in results}) == 2
+        finally:
+            registry.promote(MODEL_NAME, old)
     finally:
         code = s.stop()
     assert code == 0, f'exit code {code} after SIGTERM:\n{s.output()}'
