@@ -2,7 +2,7 @@
 
 # %% ../nbs/16_capstone.ipynb #765e00be
 from __future__ import annotations
-import asyncio, collections, contextlib, dataclasses, hashlib, json, logging, math, os, signal, sys, tempfile, time
+import asyncio, collections, contextlib, dataclasses, hashlib, json, logging, math, os, signal, sys, tempfile, time, warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import numpy as np
@@ -24,9 +24,8 @@ __all__ = ['log', 'MODEL_NAME', 'CLASSES', 'INPUT_NAME', 'OUTPUT_NAME', 'IMAGE_S
            'decode_infer_request', 'encode_infer_response', 'PendingRequest', 'DynamicBatcher', 'ServingMetrics',
            'image_brightness', 'DriftMonitor', 'load_model_file', 'StaticSource', 'FileSource', 'RegistrySource',
            'ServeConfig', 'drift_reference', 'limit_threads', 'ServerState', 'create_app', 'PipelineResult',
-           'default_registry', 'choose_production', 'benchmark_latency_ms', 'dataset_hash', 'accuracy_of',
-           'measure_candidate', 'run_pipeline', 'make_drift_detector', 'app_from_env', 'ensure_production_model',
-           'serve', 'main']
+           'default_registry', 'choose_production', 'measure_candidate', 'dataset_hash', 'run_pipeline',
+           'make_drift_detector', 'app_from_env', 'ensure_production_model', 'serve', 'main']
 
 # %% ../nbs/16_capstone.ipynb #f35233ed
 SERVE_EXTRA = ("the TinyTorch server needs the optional `serve` extra (starlette, uvicorn, prometheus-client, threadpoolctl); "
@@ -1032,14 +1031,21 @@ def choose_production(metrics: dict, max_accuracy_drop: float = 0.01) -> str:
     return min(good, key=lambda k: (metrics[k]['latency_ms'], -metrics[k]['accuracy']))
     ### END SOLUTION
 
-# %% ../nbs/16_capstone.ipynb #5e259b5f
-def benchmark_latency_ms(predictor, x: np.ndarray, repeats: int = 7) -> float:
-    "Median wall time in ms of `predictor(x)` after one warm-up call."
-    predictor(x)
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter(); predictor(x); times.append(time.perf_counter() - t)
-    return 1000 * float(np.median(times))
+# %% ../nbs/16_capstone.ipynb #31ff0835
+def measure_candidate(model, x: np.ndarray, y: np.ndarray, batch: int = 32, rules=None) -> dict:
+    "Accuracy on (x, y) and the latency of `batch`-image queries, both from module 14's load generator, plus the compressed size."
+    from tinytorch.benchmarking import LoadGenerator, Rules, UnreliableMeasurementWarning
+    predictor = Predictor(model)
+    rules = rules or Rules(warmup_queries=3, min_queries=20, min_duration=0.5, max_duration=20.0)
+    loadgen = LoadGenerator(predictor, x, y, rules=rules, name=_model_kind(model))
+    with warnings.catch_warnings():          # a busy machine is noted in the metrics instead of printed
+        warnings.simplefilter('ignore', UnreliableMeasurementWarning)
+        accuracy = loadgen.run('Offline', mode='accuracy', batch_size=500).accuracy
+        perf = loadgen.run('MultiStream', samples_per_query=batch)
+    with tempfile.TemporaryDirectory() as tmp:
+        size = os.path.getsize(save_compressed(model, Path(tmp) / 'model.npz'))
+    return {'accuracy': accuracy, 'latency_ms': 1000 * perf.p50, 'p99_ms': 1000 * perf.p99, 'batch': batch,
+            'size_bytes': size, 'test_images': len(x), 'measurement_warnings': len(perf.warnings)}
 
 # %% ../nbs/16_capstone.ipynb #be20d872
 def dataset_hash(files) -> str:
@@ -1049,20 +1055,6 @@ def dataset_hash(files) -> str:
         with open(f, 'rb') as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b''): h.update(chunk)
     return h.hexdigest()
-
-def accuracy_of(predictor, x: np.ndarray, y: np.ndarray, batch: int = 500) -> float:
-    "Top-1 accuracy of a predictor on images `x` with labels `y`."
-    preds = np.concatenate([predictor(x[i:i + batch]).argmax(1) for i in range(0, len(x), batch)])
-    return float((preds == y).mean())
-
-def measure_candidate(model, x: np.ndarray, y: np.ndarray, batch: int = 32) -> dict:
-    "Accuracy on (x, y), latency of one batch of `batch` images (module 14's benchmark) and the compressed file's size."
-    predictor = Predictor(model)
-    latency = benchmark_latency_ms(predictor, x[:batch])
-    with tempfile.TemporaryDirectory() as tmp:
-        size = os.path.getsize(save_compressed(model, Path(tmp) / 'model.npz'))
-    return {'accuracy': accuracy_of(predictor, x, y), 'latency_ms': latency, 'batch': batch, 'size_bytes': size,
-            'test_images': len(x)}
 
 def run_pipeline(registry_root=None, checkpoint=None, test_images: int = 2000, calibration_images: int = 512,
                  max_accuracy_drop: float = 0.01, verbose=None) -> PipelineResult:
