@@ -22,10 +22,10 @@ IMAGE_SHAPE = (1, 28, 28)
 __all__ = ['log', 'MODEL_NAME', 'CLASSES', 'INPUT_NAME', 'OUTPUT_NAME', 'IMAGE_SHAPE', 'SERVE_EXTRA', 'LATENCY_BUCKETS',
            'BATCH_BUCKETS', 'INDEX_HTML', 'require_serve_extra', 'check_images', 'Predictor', 'ServingError',
            'decode_infer_request', 'encode_infer_response', 'PendingRequest', 'DynamicBatcher', 'ServingMetrics',
-           'image_brightness', 'DriftMonitor', 'load_model_file', 'StaticSource', 'FileSource', 'RegistrySource',
+           'drift_features', 'DriftMonitor', 'load_model_file', 'StaticSource', 'FileSource', 'RegistrySource',
            'ServeConfig', 'drift_reference', 'limit_threads', 'ServerState', 'create_app', 'PipelineResult',
-           'default_registry', 'choose_production', 'measure_candidate', 'dataset_hash', 'run_pipeline',
-           'make_drift_detector', 'app_from_env', 'ensure_production_model', 'serve', 'main']
+           'default_registry', 'choose_production', 'measure_candidate', 'run_pipeline', 'make_drift_detector',
+           'app_from_env', 'ensure_production_model', 'serve', 'main']
 
 # %% ../nbs/16_capstone.ipynb #f35233ed
 SERVE_EXTRA = ("the TinyTorch server needs the optional `serve` extra (starlette, uvicorn, prometheus-client, threadpoolctl); "
@@ -305,6 +305,7 @@ class ServingMetrics:
                              ['model'], registry=r, multiprocess_mode='livemostrecent')
         self.drift = Gauge('tinytorch_drift_detected', '1 when the latest drift check found drift', ['model'],
                            registry=r, multiprocess_mode='livemostrecent')
+        self.drift_checks = Counter('tinytorch_drift_checks', 'Drift checks run (one per window of served images)', registry=r)
         self.drift_p.labels(model_name).set(float('nan'))
         self.drift.labels(model_name).set(0)
 
@@ -326,13 +327,14 @@ class ServingMetrics:
             from prometheus_client import multiprocess
             multiprocess.mark_process_dead(os.getpid())
 
-# %% ../nbs/16_capstone.ipynb #5eb91ee6
-def image_brightness(x: np.ndarray) -> np.ndarray:
-    "Each image's mean pixel value: the one-number summary the drift monitor compares."
-    return np.asarray(x, np.float32).reshape(len(x), -1).mean(axis=1)
+# %% ../nbs/16_capstone.ipynb #69da0c1f
+def drift_features(x: np.ndarray) -> np.ndarray:
+    "What the drift monitor compares: each image as a 14x14 thumbnail (2x2 means), 4x fewer numbers for the detector's SVD."
+    x = np.asarray(x, np.float32)
+    return x.reshape(len(x), 1, 14, 2, 14, 2).mean(axis=(3, 5))
 
 class DriftMonitor:
-    "Collect a window of served images' brightness and test it against the training reference with a drift detector."
+    "Collect windows of served images and test each against the training images with a drift detector (module 15)."
     def __init__(self, detector, window: int = 256):
         if not callable(getattr(detector, 'check', None)):
             raise TypeError(f"DriftMonitor: detector must have a check(batch) method, got {type(detector).__name__}")
@@ -340,22 +342,31 @@ class DriftMonitor:
         self.detector, self.window = detector, window
         self.buffer: list[np.ndarray] = []
         self.buffered = 0
-        self.last = None          # the latest check's result (drift, statistic, p_value)
+        self.last = None          # the latest verdict (drift, statistic, p_value)
         self.checks = 0
 
-    def observe(self, x: np.ndarray):
-        "Add a batch of served images; return the check's result when a window filled up, else None."
+    def add(self, x: np.ndarray) -> np.ndarray | None:
+        "Buffer served images (n, 1, 28, 28); return the whole window once `window` images have come, else None."
         ### BEGIN SOLUTION
-        self.buffer.append(image_brightness(x)); self.buffered += len(x)
+        self.buffer.append(np.asarray(x, np.float32)); self.buffered += len(x)
         if self.buffered < self.window: return None
         sample = np.concatenate(self.buffer)
         self.buffer, self.buffered = [], 0
-        self.last = self.detector.check(sample)
+        return sample
         ### END SOLUTION
+
+    def check(self, sample: np.ndarray):
+        "Test one window with the detector; keep and return its verdict."
+        self.last = self.detector.check(sample)
         self.checks += 1
         return self.last
 
-# %% ../nbs/16_capstone.ipynb #829fe389
+    def observe(self, x: np.ndarray):
+        "`add`, and `check` a full window at once (the server runs the check in a thread instead); None until a window fills."
+        sample = self.add(x)
+        return None if sample is None else self.check(sample)
+
+# %% ../nbs/16_capstone.ipynb #b14363f2
 def load_model_file(path):
     "A model from a `save_compressed` file (module 12) or a `save_checkpoint` file of `fashion_cnn` (module 11)."
     path = Path(path)
@@ -413,7 +424,7 @@ class RegistrySource:
         return Predictor(model, version=int(mv.version), name=self.name, kind=kind, source=str(mv.artifact))
     def __repr__(self): return f"RegistrySource({str(self.root)!r}, {self.name!r}, stage={self.stage!r})"
 
-# %% ../nbs/16_capstone.ipynb #29236ee7
+# %% ../nbs/16_capstone.ipynb #3cb15537
 @dataclasses.dataclass
 class ServeConfig:
     "The server's knobs and limits."
@@ -443,13 +454,13 @@ class ServeConfig:
     def to_env(self) -> dict:
         return {f'TINYTORCH_SERVE_{k.upper()}': str(v) for k, v in dataclasses.asdict(self).items()}
 
-# %% ../nbs/16_capstone.ipynb #6eda3014
+# %% ../nbs/16_capstone.ipynb #9734c6f0
 def drift_reference(n: int = 2000):
-    "Brightness of `n` Fashion-MNIST training images, the drift monitor's reference (None without the dataset)."
+    "Thumbnails of `n` Fashion-MNIST training images, the drift detector's reference (None without the dataset)."
     try: train = FashionMNIST(train=True)
     except DatasetNotFoundError: return None
     idx = np.random.default_rng(0).choice(len(train), size=min(n, len(train)), replace=False)
-    return image_brightness(train.get_batch(np.sort(idx))[0])
+    return drift_features(train.get_batch(np.sort(idx))[0])
 
 def limit_threads(n: int):
     "Cap the BLAS (and, when it is loaded, PyTorch) thread pools of this process at `n` threads."
@@ -460,13 +471,18 @@ def limit_threads(n: int):
 class ServerState:
     "One server process: the model source, the batcher, the metrics and the drift monitor."
     def __init__(self, source, config: ServeConfig | None = None, drift_detector=None):
+        "`drift_detector`: an object with `check(batch)`, or a function that builds one (run in a thread after startup)."
         self.source, self.config = source, config or ServeConfig()
         self.metrics = ServingMetrics(self.config.model_name)
         self.batcher = DynamicBatcher(self._not_loaded, self.config.max_batch_size, self.config.max_wait_ms,
                                       self.config.max_queue_images, on_batch=self.metrics.observe_batch)
-        self.drift = DriftMonitor(drift_detector, self.config.drift_window) if drift_detector is not None else None
+        self.drift, self._drift_factory = None, None
+        if callable(getattr(drift_detector, 'check', None)): self.drift = DriftMonitor(drift_detector, self.config.drift_window)
+        elif callable(drift_detector): self._drift_factory = drift_detector
+        elif drift_detector is not None:
+            raise TypeError(f"drift_detector must have a check(batch) method or build such an object, got {type(drift_detector).__name__}")
         self.key, self.ready, self.swaps = None, False, 0
-        self._watcher = None
+        self._watcher = self._drift_builder = None
         self._drift_busy = False
 
     @staticmethod
@@ -482,12 +498,21 @@ class ServerState:
             raise RuntimeError(f"{self.source!r} has no model to serve")
         self.ready = True
         if self.config.poll_seconds > 0: self._watcher = asyncio.create_task(self._watch())
+        if self._drift_factory is not None: self._drift_builder = asyncio.create_task(self._build_drift_monitor())
+
+    async def _build_drift_monitor(self):
+        "Build the drift detector in a thread: serving starts at once, drift checks as soon as it is ready."
+        try:
+            detector = await asyncio.get_running_loop().run_in_executor(None, self._drift_factory)
+            if detector is not None: self.drift = DriftMonitor(detector, self.config.drift_window)
+        except Exception as e: log.warning("drift monitoring is off: %s", e)
 
     async def stop(self):
         self.ready = False
-        if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError): await self._watcher
+        for task in (self._watcher, self._drift_builder):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError): await task
         await self.batcher.stop()
         self.metrics.mark_process_dead()
 
@@ -514,22 +539,21 @@ class ServerState:
 
     def watch_drift(self, x: np.ndarray):
         "Feed served images to the drift monitor; a full window is tested in a thread, off the request path."
-        if self.drift is None: return
-        self.drift.buffer.append(image_brightness(x)); self.drift.buffered += len(x)
-        if self.drift.buffered < self.drift.window or self._drift_busy: return
-        sample = np.concatenate(self.drift.buffer); self.drift.buffer, self.drift.buffered = [], 0
+        if self.drift is None or self._drift_busy: return       # while a check runs, new images are not sampled
+        sample = self.drift.add(drift_features(x))
+        if sample is None: return
         self._drift_busy = True
         def check():
             try:
-                result = self.drift.detector.check(sample)
-                self.drift.last, self.drift.checks = result, self.drift.checks + 1
+                result = self.drift.check(sample)
                 self.metrics.drift_p.labels(self.config.model_name).set(float(result.p_value))
                 self.metrics.drift.labels(self.config.model_name).set(1 if result.drift else 0)
+                self.metrics.drift_checks.inc()
             except Exception as e: log.warning("drift check failed: %s", e)
             finally: self._drift_busy = False
         asyncio.get_running_loop().run_in_executor(None, check)
 
-# %% ../nbs/16_capstone.ipynb #070b4a84
+# %% ../nbs/16_capstone.ipynb #0bf709fc
 _EXAMPLES = {}
 
 def _test_images():
@@ -580,7 +604,7 @@ async def _read_body(request, limit: int, timeout: float) -> bytes:
                                 f"(about {limit // 8000} images as JSON): send fewer images per request")
     return b''.join(chunks)
 
-# %% ../nbs/16_capstone.ipynb #981051a1
+# %% ../nbs/16_capstone.ipynb #f0768298
 def create_app(source, config: ServeConfig | None = None, drift_detector=None):
     "The ASGI app: Open Inference Protocol routes, /metrics, the page at /, dynamic batching, hot swap and drift monitoring."
     require_serve_extra()
@@ -685,7 +709,7 @@ def create_app(source, config: ServeConfig | None = None, drift_detector=None):
     app.state.server = state
     return app
 
-# %% ../nbs/16_capstone.ipynb #7a52bb74
+# %% ../nbs/16_capstone.ipynb #68b025f9
 INDEX_HTML = r"""<!doctype html>
 <html lang="en">
 <head>
@@ -1002,7 +1026,7 @@ start();
 </html>
 """
 
-# %% ../nbs/16_capstone.ipynb #0f4d6efa
+# %% ../nbs/16_capstone.ipynb #81ce1693
 @dataclasses.dataclass
 class PipelineResult:
     "What `run_pipeline` did: each candidate's registered version and metrics, and which one went to production."
@@ -1031,7 +1055,7 @@ def choose_production(metrics: dict, max_accuracy_drop: float = 0.01) -> str:
     return min(good, key=lambda k: (metrics[k]['latency_ms'], -metrics[k]['accuracy']))
     ### END SOLUTION
 
-# %% ../nbs/16_capstone.ipynb #31ff0835
+# %% ../nbs/16_capstone.ipynb #98d6ff80
 def measure_candidate(model, x: np.ndarray, y: np.ndarray, batch: int = 32, rules=None) -> dict:
     "Accuracy on (x, y) and the latency of `batch`-image queries, both from module 14's load generator, plus the compressed size."
     from tinytorch.benchmarking import LoadGenerator, Rules, UnreliableMeasurementWarning
@@ -1047,19 +1071,11 @@ def measure_candidate(model, x: np.ndarray, y: np.ndarray, batch: int = 32, rule
     return {'accuracy': accuracy, 'latency_ms': 1000 * perf.p50, 'p99_ms': 1000 * perf.p99, 'batch': batch,
             'size_bytes': size, 'test_images': len(x), 'measurement_warnings': len(perf.warnings)}
 
-# %% ../nbs/16_capstone.ipynb #be20d872
-def dataset_hash(files) -> str:
-    "sha256 over the dataset files' bytes: which data a registered model was evaluated on."
-    h = hashlib.sha256()
-    for f in sorted(map(str, files)):
-        with open(f, 'rb') as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b''): h.update(chunk)
-    return h.hexdigest()
-
+# %% ../nbs/16_capstone.ipynb #862a9068
 def run_pipeline(registry_root=None, checkpoint=None, test_images: int = 2000, calibration_images: int = 512,
                  max_accuracy_drop: float = 0.01, verbose=None) -> PipelineResult:
     "Train (or load) the Fashion-MNIST CNN, compress it to int8, benchmark both, register both, promote the better one."
-    from tinytorch.mlops import ModelRegistry
+    from tinytorch.mlops import ModelRegistry, dataset_hash
     start = time.perf_counter()
     root = Path(registry_root) if registry_root is not None else default_registry()
     path = str(checkpoint) if checkpoint is not None else fashion_cnn_checkpoint(verbose=verbose)
@@ -1074,7 +1090,7 @@ def run_pipeline(registry_root=None, checkpoint=None, test_images: int = 2000, c
                    for i in range(0, calibration_images, 128)]
     config = {'checkpoint': path, 'recipe': {k[len('recipe_'):]: v for k, v in trained.items() if k.startswith('recipe_')},
               'calibration_images': calibration_images, 'classes': list(CLASSES)}
-    data = dataset_hash(test.files)
+    data = dataset_hash(x, y)
     ### BEGIN SOLUTION
     candidates = {'float32': model, 'int8': quantize_int8(model, calibration)}
     metrics = {kind: measure_candidate(m, x, y) for kind, m in candidates.items()}
@@ -1086,21 +1102,24 @@ def run_pipeline(registry_root=None, checkpoint=None, test_images: int = 2000, c
     ### END SOLUTION
     return PipelineResult(root, versions, metrics, promoted, time.perf_counter() - start)
 
-# %% ../nbs/16_capstone.ipynb #5d9344b9
+# %% ../nbs/16_capstone.ipynb #d06fe251
 def make_drift_detector():
-    "Module 15's drift detector against the training images' brightness, or None when the dataset (or module 15) is missing."
+    "Module 15's drift detector built on training images, or None when Fashion-MNIST is not installed."
+    from tinytorch.mlops import DriftDetector
     reference = drift_reference()
-    if reference is None: return None
-    try: from tinytorch.mlops import DriftDetector
-    except ImportError: return None
-    return DriftDetector(reference)
+    return None if reference is None else DriftDetector(reference)
+
+def _log_to_stderr(level: str = 'info'):
+    "Show the server's own log lines (model loads, swaps, failed drift checks) next to uvicorn's."
+    if not logging.getLogger().handlers: logging.basicConfig(level=level.upper(), format='%(levelname)s:     %(message)s')
 
 def app_from_env():
     "App factory for `uvicorn tinytorch.capstone:app_from_env --factory [--workers N]`, configured by environment variables."
+    _log_to_stderr()
     config = ServeConfig.from_env()
     path = os.environ.get('TINYTORCH_SERVE_MODEL_PATH')
     source = FileSource(path, config.model_name) if path else RegistrySource(default_registry(), config.model_name)
-    return create_app(source, config, drift_detector=make_drift_detector())
+    return create_app(source, config, drift_detector=make_drift_detector)
 
 def ensure_production_model(root, train: bool = True, verbose: bool = True):
     "Make sure registry `root` has a production model, running the pipeline (training if needed) when it has none."
@@ -1119,6 +1138,7 @@ def serve(port: int = 8000, host: str = '127.0.0.1', model=None, registry=None, 
     "Run the server until SIGTERM or Ctrl-C; returns 0 after draining the requests in flight."
     require_serve_extra()
     import shutil, uvicorn
+    _log_to_stderr(log_level)
     if not (isinstance(workers, int) and workers >= 1): raise ValueError(f"serve: workers must be an int >= 1, got {workers!r}")
     config = dataclasses.replace(ServeConfig.from_env(), max_batch_size=max_batch_size if batching else 1,
                                  max_wait_ms=max_wait_ms if batching else 0.0)     # limits may come from TINYTORCH_SERVE_*
@@ -1134,7 +1154,7 @@ def serve(port: int = 8000, host: str = '127.0.0.1', model=None, registry=None, 
     options = dict(host=host, port=port, log_level=log_level, access_log=False, timeout_keep_alive=5,
                    timeout_graceful_shutdown=30, limit_concurrency=2048)
     if workers == 1:
-        server = uvicorn.Server(uvicorn.Config(create_app(source, config, drift_detector=make_drift_detector()), **options))
+        server = uvicorn.Server(uvicorn.Config(create_app(source, config, drift_detector=make_drift_detector), **options))
         # uvicorn re-raises the signal it drained on once it is done; a no-op handler makes that a clean exit 0
         previous = {s: signal.signal(s, lambda *_: None) for s in (signal.SIGTERM, signal.SIGINT)}
         try: server.run()
@@ -1151,7 +1171,7 @@ def serve(port: int = 8000, host: str = '127.0.0.1', model=None, registry=None, 
     finally: shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
-# %% ../nbs/16_capstone.ipynb #b6f8a165
+# %% ../nbs/16_capstone.ipynb #a5becb76
 def main(argv=None) -> int:
     "`python -m tinytorch.capstone [--port 8000] [--model PATH] ...`: the same options as `tito serve`."
     import argparse
@@ -1168,7 +1188,6 @@ def main(argv=None) -> int:
     p.add_argument('--no-train', action='store_true', help='fail instead of training when the registry is empty')
     p.add_argument('--log-level', default='info', choices=['critical', 'error', 'warning', 'info', 'debug'])
     a = p.parse_args(argv)
-    logging.basicConfig(level=a.log_level.upper(), format='%(levelname)s:     %(message)s')
     try:
         return serve(port=a.port, host=a.host, model=a.model, registry=a.registry, workers=a.workers, batching=not a.no_batching,
                      max_batch_size=a.max_batch_size, max_wait_ms=a.max_wait_ms, log_level=a.log_level, train=not a.no_train, threads=a.threads)

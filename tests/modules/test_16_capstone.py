@@ -19,7 +19,7 @@ from tinytorch.tensor import Tensor, manual_seed
 from tinytorch.training import fashion_cnn
 from tinytorch.capstone import (
     DriftMonitor, DynamicBatcher, Predictor, ServeConfig, ServerState, ServingError, StaticSource, choose_production,
-    create_app, decode_infer_request, encode_infer_response, image_brightness)
+    create_app, decode_infer_request, drift_features, encode_infer_response)
 
 pytest.importorskip('starlette', reason='the serve extra is not installed: run `make install`')
 from starlette.testclient import TestClient  # noqa: E402
@@ -331,7 +331,7 @@ def test_hot_swap_changes_the_model_between_batches_without_dropping_requests():
     assert collections.Counter(p.version for _, p in answers)[1] >= 1
 
 
-def test_drift_monitor_tests_each_full_window_of_brightness():
+def test_drift_monitor_tests_each_full_window_of_images():
     class Detector:
         def __init__(self): self.seen = []
         def check(self, batch):
@@ -342,13 +342,21 @@ def test_drift_monitor_tests_each_full_window_of_brightness():
     x = images(12)
     assert monitor.observe(x[:5]) is None and det.seen == []
     result = monitor.observe(x[5:12])
-    assert result is not None and monitor.checks == 1 and len(det.seen) == 1
-    np.testing.assert_allclose(det.seen[0], x.reshape(12, -1).mean(1), atol=1e-6)
-    np.testing.assert_allclose(image_brightness(x), x.reshape(12, -1).mean(1), atol=1e-6)
+    assert result is not None and monitor.checks == 1 and monitor.last is result
+    np.testing.assert_array_equal(det.seen[0], x)                   # the whole window, in arrival order
     bright = np.full((8, 1, 28, 28), 0.9, np.float32)
-    assert monitor.observe(bright).drift is True
+    assert monitor.observe(bright).drift is True and monitor.checks == 2
+    np.testing.assert_array_equal(det.seen[1], bright)              # the previous window was emptied
     with pytest.raises(TypeError, match='check'):
         DriftMonitor(object())
+    with pytest.raises(ValueError, match='window'):
+        DriftMonitor(det, window=2)
+
+
+def test_drift_features_are_2x2_means():
+    x = images(3)
+    ref = np.array([[[[x[n, 0, 2 * i:2 * i + 2, 2 * j:2 * j + 2].mean() for j in range(14)] for i in range(14)]] for n in range(3)])
+    np.testing.assert_allclose(drift_features(x), ref, atol=1e-6)
 
 
 # --------------------------------------------------------------------------- the app over ASGI
