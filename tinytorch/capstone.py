@@ -1073,7 +1073,7 @@ def measure_candidate(model, x: np.ndarray, y: np.ndarray, batch: int = 32, rule
 
 # %% ../nbs/16_capstone.ipynb #862a9068
 def run_pipeline(registry_root=None, checkpoint=None, test_images: int = 2000, calibration_images: int = 512,
-                 max_accuracy_drop: float = 0.01, verbose=None) -> PipelineResult:
+                 max_accuracy_drop: float = 0.01, rules=None, verbose=None) -> PipelineResult:
     "Train (or load) the Fashion-MNIST CNN, compress it to int8, benchmark both, register both, promote the better one."
     from tinytorch.mlops import ModelRegistry, dataset_hash
     start = time.perf_counter()
@@ -1091,9 +1091,11 @@ def run_pipeline(registry_root=None, checkpoint=None, test_images: int = 2000, c
     config = {'checkpoint': path, 'recipe': {k[len('recipe_'):]: v for k, v in trained.items() if k.startswith('recipe_')},
               'calibration_images': calibration_images, 'classes': list(CLASSES)}
     data = dataset_hash(x, y)
+    if verbose: print(f"compressing to int8, measuring both versions on {test_images} test images, registering them in {root} ...",
+                      file=sys.stderr, flush=True)
     ### BEGIN SOLUTION
     candidates = {'float32': model, 'int8': quantize_int8(model, calibration)}
-    metrics = {kind: measure_candidate(m, x, y) for kind, m in candidates.items()}
+    metrics = {kind: measure_candidate(m, x, y, rules=rules) for kind, m in candidates.items()}
     registry = ModelRegistry(root)
     versions = {kind: registry.register(MODEL_NAME, m, metrics=metrics[kind], dataset_hash=data, config={**config, 'kind': kind})
                 for kind, m in candidates.items()}
@@ -1102,7 +1104,7 @@ def run_pipeline(registry_root=None, checkpoint=None, test_images: int = 2000, c
     ### END SOLUTION
     return PipelineResult(root, versions, metrics, promoted, time.perf_counter() - start)
 
-# %% ../nbs/16_capstone.ipynb #d06fe251
+# %% ../nbs/16_capstone.ipynb #7233f87d
 def make_drift_detector():
     "Module 15's drift detector built on training images, or None when Fashion-MNIST is not installed."
     from tinytorch.mlops import DriftDetector
@@ -1171,7 +1173,7 @@ def serve(port: int = 8000, host: str = '127.0.0.1', model=None, registry=None, 
     finally: shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
-# %% ../nbs/16_capstone.ipynb #a5becb76
+# %% ../nbs/16_capstone.ipynb #a96269b9
 def main(argv=None) -> int:
     "`python -m tinytorch.capstone [--port 8000] [--model PATH] ...`: the same options as `tito serve`."
     import argparse
