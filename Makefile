@@ -47,6 +47,6 @@ serve-bench: $(STAMP) ## load-test the server on loopback: 1/8/32 clients, batch
 	@$(BIN)/python -c 'import torch' 2>/dev/null || $(BIN)/python -m pip install -q torch==2.13.0 || echo "torch not installable: benchmarking TinyTorch only"
 	@$(BIN)/python tests/serve_bench.py
 
-clean: ## remove the virtualenv, caches and built docs (never touches nbs/ or tinytorch/)
-	rm -rf $(VENV) .tito _docs .pytest_cache .hypothesis *.egg-info
+clean: ## remove the virtualenv, caches and built docs (keeps nbs/, tinytorch/, and your unlocks and saved notebooks in .tito/)
+	rm -rf $(VENV) .tito/cache .tito/system_report.json _docs .pytest_cache .hypothesis *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
