@@ -97,7 +97,7 @@ def check_top3(page, base: str, classes: list) -> np.ndarray:
 
 
 def answered(page, n: int):
-    page.wait_for_function(f'window.tinytorch && window.tinytorch.answered >= {n}', timeout=20000)
+    page.wait_for_function(f'window.tinytorch && window.tinytorch.answered >= {n}', timeout=60000)
 
 
 def test_page_in_headless_chromium(server, tmp_path):
@@ -110,7 +110,7 @@ def test_page_in_headless_chromium(server, tmp_path):
             page.on('console', lambda m: problems.append(f'console.{m.type}: {m.text}') if m.type == 'error' else None)
             page.on('pageerror', lambda e: problems.append(f'uncaught error: {e}'))
             page.goto(server + '/')
-            page.wait_for_function('window.tinytorch && window.tinytorch.classes.length === 10', timeout=20000)
+            page.wait_for_function('window.tinytorch && window.tinytorch.galleryLoaded', timeout=60000)
             assert 'fashion-mnist version 1' in page.text_content('#model')
             examples = page.evaluate('window.tinytorch.examples')
             step = 0
@@ -164,7 +164,7 @@ def test_page_in_headless_chromium(server, tmp_path):
             # the live chart: traffic shows up as throughput within a few scrapes
             for _ in range(30):
                 httpx.post(f'{server}/v2/models/fashion-mnist/infer', json=page.evaluate('window.tinytorch.lastRequest'))
-            page.wait_for_function('window.tinytorch.points.some(p => p.rate > 0 && p.latency !== null)', timeout=15000)
+            page.wait_for_function('window.tinytorch.points.some(p => p.rate > 0 && p.latency !== null)', timeout=60000)
             assert 'req/s' in page.text_content('#live') and 'inference requests so far' in page.text_content('#live')
             ARTIFACTS.mkdir(exist_ok=True)
             shot = ARTIFACTS / 'serving_page.png'

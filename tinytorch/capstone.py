@@ -778,7 +778,7 @@ const MODEL = "fashion-mnist";
 const INFER_ROUTE = 'route="/v2/models/{name}/infer"';
 // everything a test (or a curious reader in the console) may want to look at
 const state = { classes: [], version: null, sent: 0, answered: 0, lastRequest: null, lastResult: null,
-                examples: [], points: [], previous: null };
+                examples: [], galleryLoaded: false, points: [], previous: null };
 window.tinytorch = state;
 const $ = id => document.getElementById(id);
 const pad = $("pad"), ctx = pad.getContext("2d");
@@ -881,6 +881,7 @@ function pickExample(k) {
 async function loadGallery() {
   const ex = await getJSON("/api/examples?count=12");
   const gallery = $("gallery");
+  state.galleryLoaded = true;
   if (!ex.images.length) { gallery.textContent = ex.message; $("random").disabled = true; return; }
   state.examples = ex.images;
   ex.images.forEach((e, k) => {
