@@ -1105,7 +1105,7 @@ def run_pipeline(registry_root=None, checkpoint=None, test_images: int = 2000, c
     ### END SOLUTION
     return PipelineResult(root, versions, metrics, promoted, time.perf_counter() - start)
 
-# %% ../nbs/16_capstone.ipynb #7233f87d
+# %% ../nbs/16_capstone.ipynb #a9746dc4
 def make_drift_detector():
     "Module 15's drift detector built on training images, or None when Fashion-MNIST is not installed."
     from tinytorch.mlops import DriftDetector
@@ -1174,7 +1174,7 @@ def serve(port: int = 8000, host: str = '127.0.0.1', model=None, registry=None, 
     finally: shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
-# %% ../nbs/16_capstone.ipynb #a96269b9
+# %% ../nbs/16_capstone.ipynb #5f89233e
 def main(argv=None) -> int:
     "`python -m tinytorch.capstone [--port 8000] [--model PATH] ...`: the same options as `tito serve`."
     import argparse
