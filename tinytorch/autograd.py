@@ -373,10 +373,11 @@ def zero_grad(self: Tensor, set_to_none: bool = True):
 # %% ../nbs/09_autograd.ipynb #6e277bde
 from .spatial import Im2Col, WindowMax, BatchNorm, window_slice
 
-def _crop(dx: np.ndarray, padding, in_shape) -> np.ndarray:
-    "The NCHW view of the gradient `dx` (C, N, H+2ph, W+2pw) of a padded input, without the padding."
+def _crop(dx: np.ndarray, padding, in_shape, channel_major: bool = True) -> np.ndarray:
+    "The NCHW view of the gradient `dx` (C, N, H+2ph, W+2pw), or (N, C, ...), of a padded input, without the padding."
     (ph, pw), (N, C, H, W) = padding, in_shape
-    return dx[:, :, ph:ph + H, pw:pw + W].transpose(1, 0, 2, 3)
+    dx = dx[:, :, ph:ph + H, pw:pw + W]
+    return dx.transpose(1, 0, 2, 3) if channel_major else dx
 
 @patch
 def backward(self: Im2Col, grad):
@@ -402,16 +403,20 @@ def backward(self: WindowMax, grad):
     "Each window's gradient goes to the kernel offset that won it in the forward pass."
     N, C, H, W = self.in_shape
     (kh, kw), (ph, pw), stride = self.kernel_size, self.padding, self.stride
-    g = grad.transpose(1, 0, 2, 3)                                     # (C, N, OH, OW), the winners' layout
+    g = grad.transpose(1, 0, 2, 3) if self.channel_major else grad   # the winners' memory order
     ### BEGIN SOLUTION
+    H, W = H + 2 * ph, W + 2 * pw
+    oh, ow = g.shape[2:]
     overlap = stride[0] < kh or stride[1] < kw
-    dx = np.zeros((C, N, H + 2 * ph, W + 2 * pw), grad.dtype)
+    covered = tuple(stride) == (kh, kw) and (H, W) == (oh * kh, ow * kw)   # every pixel in exactly one window
+    dx = np.empty(g.shape[:2] + (H, W), grad.dtype) if covered else np.zeros(g.shape[:2] + (H, W), grad.dtype)
     for k in range(kh * kw):
-        target = window_slice(k // kw, k % kw, g.shape[2:], stride)
-        if overlap: dx[target] += np.where(self.winner == k, g, 0)   # a pixel can win several windows
-        else: np.copyto(dx[target], g, where=self.winner == k)
-    return (_crop(dx, (ph, pw), self.in_shape),)
+        target = window_slice(k // kw, k % kw, (oh, ow), stride)
+        if overlap: dx[target] += g * (self.winner == k)            # a pixel can win several windows
+        else: np.multiply(g, self.winner == k, out=dx[target])       # written once: no zero fill needed when covered
+    return (_crop(dx, (ph, pw), self.in_shape, self.channel_major),)
     ### END SOLUTION
+
 
 # %% ../nbs/09_autograd.ipynb #e071350c
 @patch
