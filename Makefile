@@ -18,7 +18,7 @@ $(STAMP): settings.ini setup.py
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "Installing TinyTorch and its pinned toolchain into $(VENV) ..."
 	@$(BIN)/python -m pip install -q --upgrade pip
-	@$(BIN)/python -m pip install -q -e ".[dev]"
+	@$(BIN)/python -m pip install -q -e ".[dev,images]"
 	@$(BIN)/python -m pip check
 	@touch $(STAMP)
 
