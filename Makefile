@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install export test milestone-status docs bench clean
+.PHONY: help install export test milestone-status docs bench cifar clean
 
 help: ## list the targets
 	@echo "TinyTorch make targets:"
@@ -39,6 +39,9 @@ docs: $(STAMP) ## build the HTML docs site into _docs/ (Quarto when installed, e
 bench: $(STAMP) ## time TinyTorch against PyTorch CPU (installs torch into .venv when it can)
 	@$(BIN)/python -c 'import torch' 2>/dev/null || $(BIN)/python -m pip install -q torch==2.13.0 || echo "torch not installable: printing TinyTorch times only"
 	@$(BIN)/python tests/bench.py
+
+cifar: $(STAMP) ## train a ResNet-9-style CNN on CIFAR-10 (50,000 images), report test accuracy, wall time, curve, PyTorch ratio
+	@$(BIN)/python tests/cifar.py
 
 clean: ## remove the virtualenv, caches and built docs (never touches nbs/ or tinytorch/)
 	rm -rf $(VENV) .tito _docs .pytest_cache .hypothesis *.egg-info

@@ -241,7 +241,8 @@ def backward(self: MatMul, grad):
     if A.requires_grad:
         if b2.ndim == 2:                                   # shared matrix: one GEMM over all rows
             rows = g2.reshape(-1, g2.shape[-1])
-            ga = rows @ b2.T if _row_major(a2) else (b2 @ rows.T).T   # same numbers, a2's layout
+            if _row_major(a2) and a2.size >= rows.size: ga = rows @ b2.T   # row-major, like a2
+            else: ga = (b2 @ rows.T).T   # column-major a2, or a small weight gradient: this form runs faster
             ga = ga.reshape(g2.shape[:-1] + (b2.shape[0],))
         else: ga = _sum_to_shape(np.matmul(g2, np.swapaxes(b2, -1, -2)), a2.shape)
         ga = ga.reshape(a.shape)
