@@ -43,6 +43,6 @@ bench: $(STAMP) ## time TinyTorch against PyTorch CPU (installs torch into .venv
 cifar: $(STAMP) ## train a ResNet-9-style CNN on CIFAR-10 (50,000 images), report test accuracy, wall time, curve, PyTorch ratio
 	@$(BIN)/python tests/cifar.py
 
-clean: ## remove the virtualenv, caches and built docs (never touches nbs/ or tinytorch/)
-	rm -rf $(VENV) .tito _docs .pytest_cache .hypothesis *.egg-info
+clean: ## remove the virtualenv, caches and built docs (keeps nbs/, tinytorch/, and your unlocks and saved notebooks in .tito/)
+	rm -rf $(VENV) .tito/cache .tito/system_report.json _docs .pytest_cache .hypothesis *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

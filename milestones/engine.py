@@ -1,47 +1,61 @@
-"""Progress engine: what state each TinyTorch module and milestone is in.
+"""Progress engine: what state each TinyTorch module and milestone is in, and when a milestone unlocks.
 
-Reads the course definition (milestones/milestones.json), tests module notebooks with
-`nbdev_test` (in parallel, cached under `.tito/` by content hash), and stores milestone
-unlocks. Used by the `tito` CLI (milestones/tito.py), the progress page writer
-(milestones/progress.py), `make test` (milestones/testrun.py) and the CLI tests.
+Reads the course definition (milestones/milestones.json), tests module notebooks with the notebook
+runner (milestones/nbrun.py) and their protected tests `tests/modules/test_NN_*.py` with pytest,
+caches results under `.tito/`, and stores milestone unlocks. Used by the `tito` CLI
+(milestones/tito.py), the progress page writer (milestones/progress.py), `make test`
+(milestones/testrun.py) and the tests in tests/test_cli.py, tests/test_milestones_*.py.
 
-A module's state is one of:
-  pass   ✅  its notebook's tests pass under nbdev_test
-  fail   🔄  the notebook exists but its tests fail (reason = first error line)
-  absent ⏳  the notebook is not there yet
+Module states (icons and words live in milestones/states.py; this file has none):
+  pass      the notebook's test cells all ran and passed, and so did its protected tests
+  fail      started (solution regions edited) but a test fails
+  locked    it fails, and an earlier module it imports is not passing yet: that one comes first
+  edited    its test cells or protected tests differ from the released ones (milestones/manifest.json)
+  todo      every solution region still holds its stub
+  absent    the notebook is not there
+  untested  only with module_states(run=False): no current cached result
 
-The cache key of a module is a sha256 of its notebook plus every `tinytorch/*.py` it imports,
-followed transitively through the exported files, so editing a notebook (or re-exporting a
-module it imports) re-tests exactly the notebooks it affects.
+A cached result is reused only when everything that could change it is unchanged: the notebook, the
+protected test file, its manifest entry, settings.ini, the Python/NumPy/nbdev/fastcore/execnb
+versions, and every package file and data file the run actually loaded (recorded by
+milestones/probe.py inside the test processes). Timed-out or killed runs are never cached, nor a
+run whose inputs changed while it ran. Test runs are serialised by a lock in `.tito/`.
 """
 from __future__ import annotations
 
 import configparser
+import contextlib
 import datetime as _dt
 import hashlib
 import json
 import os
 import re
+import select
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from .states import BROKEN, module_look, milestone_look
 
 DATA_FILE = Path('milestones') / 'milestones.json'
 STATE_DIR = '.tito'
-CACHE_FILE = 'module_cache.json'
-UNLOCKS_FILE = 'unlocks.json'
-CACHE_VERSION = 1
+CACHE_FILE = Path('cache') / 'modules.json'   # inside STATE_DIR; `make clean` removes .tito/cache
+UNLOCKS_FILE = 'unlocks.json'                 # the learner's dated history: never cleaned
+LOCK_FILE = Path('cache') / 'lock'
+SAVED_DIR = 'saved'                           # notebooks kept by `tito module reset`
+CACHE_VERSION = 2
 UNLOCKS_VERSION = 1
-DEFAULT_TIMEOUT = 900  # seconds for one notebook's nbdev_test; override with TITO_TEST_TIMEOUT
-OUTPUT_KEEP = 6000  # characters of a failing run's output kept in the cache
-
-ICONS = {'pass': '✅', 'fail': '🔄', 'absent': '⏳', 'untested': '❔'}
-MILESTONE_ICONS = {'unlocked': '✅', 'in_progress': '🔄', 'not_started': '⏳'}
+DEFAULT_TIMEOUT = 900     # seconds for one notebook or one protected-test run; TITO_TEST_TIMEOUT overrides
+OUTPUT_KEEP = 6000        # characters of a failing run's output kept in the cache
+_SMALL_FILE = 4 << 20     # data files up to this size are keyed on their content, larger ones on size+mtime
+_STUB_MODULE = re.compile(r'NotImplementedError: (\d\d) ')
 
 
 class TitoError(Exception):
@@ -80,7 +94,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         with os.fdopen(fd, 'wb') as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            os.fsync(f.fileno())  # the bytes are on disk before the rename makes them visible
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -98,25 +112,38 @@ def atomic_write_json(path: Path, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=True) + '\n')
 
 
+def keep_backup(path: Path) -> Path | None:
+    """Move `path` aside as `<name>.corrupt-<timestamp>[-n]`; earlier backups are never overwritten."""
+    stamp = _dt.datetime.now().strftime('%Y%m%dT%H%M%S')
+    backup, n = path.with_name(f'{path.name}.corrupt-{stamp}'), 1
+    while backup.exists():
+        backup, n = path.with_name(f'{path.name}.corrupt-{stamp}-{n}'), n + 1
+    try:
+        os.replace(path, backup)
+        return backup
+    except OSError:
+        return None
+
+
+def _read_json_object(path: Path, version: int) -> dict:
+    obj = json.loads(path.read_text(encoding='utf-8'))
+    if not isinstance(obj, dict) or obj.get('version') != version:
+        raise ValueError(f'expected a JSON object with "version": {version}')
+    return obj
+
+
 def _load_state_file(path: Path, version: int, validate) -> tuple[dict | None, bool]:
     """Read a `.tito/` JSON state file -> (object or None, was_corrupt). Missing -> (None, False).
-    Unreadable or malformed -> a warning, the bad copy kept beside it as `<name>.corrupt`, and
-    (None, True): the caller rebuilds the file."""
+    Unreadable or malformed -> a warning, the bad copy kept beside it, and (None, True)."""
     if not path.exists():
         return None, False
     try:
-        obj = json.loads(path.read_text(encoding='utf-8'))
-        if not isinstance(obj, dict) or obj.get('version') != version:
-            raise ValueError(f'expected a JSON object with "version": {version}')
+        obj = _read_json_object(path, version)
         validate(obj)
         return obj, False
     except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError, AttributeError) as e:
-        backup = path.with_name(path.name + '.corrupt')
-        try:
-            os.replace(path, backup)
-            kept = f'; the unreadable copy is kept at {backup}'
-        except OSError:
-            kept = ''
+        backup = keep_backup(path)
+        kept = f'; the unreadable copy is kept at {backup}' if backup else ''
         warn(f'{path} is corrupt or unreadable ({type(e).__name__}: {e}); rebuilding it{kept}')
         return None, True
 
@@ -192,6 +219,12 @@ class Course:
     def notebook_path(self, module: Module) -> Path:
         return self.nbs_path / module.notebook
 
+    def protected_tests(self, module: Module) -> Path:
+        return self.root / 'tests' / 'modules' / f'test_{module.stem}.py'
+
+    def module_of_package(self, filename: str) -> Module | None:
+        return next((m for m in self.modules if m.package == filename), None)
+
     def milestone_of(self, module_key: str) -> Milestone | None:
         return next((m for m in self.milestones if module_key in m.modules), None)
 
@@ -245,103 +278,70 @@ def find_root(start: Path | None = None) -> Path:
     return Path(__file__).resolve().parent.parent
 
 
-# --------------------------------------------------------------------------- import graph and hashing
+# --------------------------------------------------------------------------- cache keys
 
-_NB_IMPORT_RES = (r'^\s*from\s+{lib}\.(\w+)(?:\.\w+)*\s+import\b',
-                  r'^\s*import\s+{lib}\.(\w+)',
-                  r'^\s*from\s+{lib}\s+import\s+\(?([\w\s,]+)')
-_REL_IMPORT_RES = (r'^\s*from\s+\.(\w+)(?:\.\w+)*\s+import\b',
-                   r'^\s*from\s+\.\s+import\s+\(?([\w\s,]+)')
-
-
-def _imported_names(source: str, lib_name: str, relative: bool) -> set[str]:
-    pats = [p.format(lib=re.escape(lib_name)) for p in _NB_IMPORT_RES]
-    if relative:
-        pats += list(_REL_IMPORT_RES)
-    names = set()
-    for p in pats:
-        for m in re.finditer(p, source, flags=re.MULTILINE):
-            for part in m.group(1).split(','):
-                word = part.strip().split()  # "tensor as T" -> tensor
-                if word and word[0].isidentifier():
-                    names.add(word[0])
-    return names
-
-
-def notebook_code(nb_text: str) -> str:
-    """The code cells of a notebook joined together ('' if it is not valid notebook JSON)."""
+def _file_digest(path: Path) -> str:
+    """Content hash of a small file, size and mtime of a big one; '<missing>' if it is gone."""
     try:
-        nb = json.loads(nb_text)
-        cells = nb.get('cells', [])
-        return '\n'.join(''.join(c['source']) if isinstance(c.get('source'), list) else str(c.get('source', ''))
-                         for c in cells if isinstance(c, dict) and c.get('cell_type') == 'code')
-    except (ValueError, AttributeError, TypeError, KeyError):
-        return ''
+        st = os.stat(path)
+        if st.st_size > _SMALL_FILE:
+            return f'stat:{st.st_size}:{st.st_mtime_ns}'
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:24]
+    except OSError:
+        return '<missing>'
 
 
-def library_dependencies(nb_text: str, lib_path: Path, lib_name: str) -> list[Path]:
-    """Every library file the notebook imports, directly or through the files it imports."""
-    todo = sorted(_imported_names(notebook_code(nb_text), lib_name, relative=False))
-    seen: dict[str, Path] = {}
-    while todo:
-        name = todo.pop()
-        if name in seen:
-            continue
-        path = lib_path / f'{name}.py'
-        seen[name] = path
+def toolchain_versions() -> str:
+    """Python and the versions of the packages that run the tests."""
+    from importlib import metadata
+    parts = [sys.version.split()[0]]
+    for name in ('numpy', 'nbdev', 'fastcore', 'execnb', 'pytest'):
         try:
-            src = path.read_text(encoding='utf-8')
-        except (OSError, UnicodeDecodeError):
-            continue
-        todo.extend(sorted(_imported_names(src, lib_name, relative=True) - set(seen)))
-    return sorted(seen.values())
+            parts.append(f'{name}=={metadata.version(name)}')
+        except metadata.PackageNotFoundError:
+            parts.append(f'{name}==none')
+    return ' '.join(parts)
 
 
-def module_hash(nb_path: Path, lib_path: Path, lib_name: str) -> str:
-    """sha256 of the notebook and of every library file it imports (transitively)."""
-    h = hashlib.sha256(f'tito-cache-v{CACHE_VERSION}\0{sys.version}\0'.encode())
-    data = nb_path.read_bytes()
-    h.update(b'notebook\0' + nb_path.name.encode() + b'\0' + data + b'\0')
-    for dep in library_dependencies(data.decode('utf-8', 'replace'), lib_path, lib_name):
-        h.update(b'dep\0' + dep.name.encode() + b'\0')
-        try:
-            h.update(dep.read_bytes())
-        except OSError:
-            h.update(b'<missing>')
-        h.update(b'\0')
+def base_key(course: Course, module: Module, manifest_entry) -> str:
+    """Hash of the inputs known before a run: notebook, protected tests, manifest entry, settings, versions."""
+    h = hashlib.sha256(f'tito-cache-v{CACHE_VERSION}\0{toolchain_versions()}\0'.encode())
+    for label, path in (('notebook', course.notebook_path(module)), ('protected', course.protected_tests(module)),
+                        ('settings', course.root / 'settings.ini')):
+        h.update(f'{label}\0{_file_digest(path)}\0'.encode())
+    h.update(json.dumps(manifest_entry, sort_keys=True).encode())
     return h.hexdigest()
 
 
-# --------------------------------------------------------------------------- running nbdev_test
+def _inputs_current(root: Path, inputs: dict) -> bool:
+    return all(_file_digest(root / p if not os.path.isabs(p) else Path(p)) == d for p, d in inputs.items())
 
-_EXC_LINE = re.compile(r'^[A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Warning|Failure)(?::\s?.*)?$')
 
+# --------------------------------------------------------------------------- running tests
 
 def first_error_line(output: str) -> str:
-    """The failing test's first error line from nbdev_test output, e.g.
+    """The failing test's first error line from a notebook run's output, e.g.
     "cell #3 `test_eq(x, 2)`: AssertionError: ==: 1 2" (best effort, never raises)."""
     lines = output.splitlines()
     cell = next((m.group(1) for l in lines if (m := re.match(r'While Executing Cell #(\d+)', l.strip()))), None)
-    # The statement in the failing cell is the first frame that comes from notebook code.
-    stmt = None
+    stmt = None  # the statement in the failing cell: the first frame that comes from notebook code
     for i, l in enumerate(lines):
         if re.match(r'\s*File "<(ipython-input|cell)[^"]*>"', l):
             nxt = lines[i + 1] if i + 1 < len(lines) else ''
             if nxt.startswith(' ') and not nxt.strip().startswith('File '):
                 stmt = nxt.strip()
             break
-    # The exception line: the last "SomeError: message" line of the first traceback.
-    exc_idx = None
-    in_tb = False
+    exc_line = re.compile(r'^[A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Warning|Failure)(?::\s?.*)?$')
+    exc_idx, in_tb = None, False
     for i, l in enumerate(lines):
         if l.startswith('Traceback (most recent call last)'):
             in_tb = True
             continue
-        if in_tb and not l.startswith(' ') and _EXC_LINE.match(l.strip()):
+        if in_tb and not l.startswith(' ') and exc_line.match(l.strip()):
             exc_idx = i
             break
     if exc_idx is None:
-        exc_idx = next((i for i in range(len(lines) - 1, -1, -1) if _EXC_LINE.match(lines[i].strip())), None)
+        exc_idx = next((i for i in range(len(lines) - 1, -1, -1) if exc_line.match(lines[i].strip())), None)
     if exc_idx is not None:
         msg = [lines[exc_idx].strip()]
         for l in lines[exc_idx + 1: exc_idx + 4]:  # multi-line messages (fastcore's test_eq)
@@ -352,54 +352,152 @@ def first_error_line(output: str) -> str:
     else:
         meaningful = [l.strip() for l in lines if l.strip() and not set(l.strip()) <= set('=-')
                       and not l.startswith('nbdev Tests Failed') and not l.startswith('\t')]
-        error = meaningful[-1] if meaningful else 'nbdev_test failed without output'
+        error = meaningful[-1] if meaningful else 'the test run failed without output'
     where = ' '.join(x for x in (f'cell #{cell}' if cell else '', f'`{stmt}`' if stmt else '') if x)
     text = f'{where}: {error}' if where else error
     return text if len(text) <= 200 else text[:197] + '...'
 
 
-def nbdev_test_command() -> list[str]:
-    """TITO_NBDEV_TEST if set (a command line), else the nbdev_test next to this Python."""
-    env = os.environ.get('TITO_NBDEV_TEST')
-    if env:
-        return shlex.split(env)
-    exe = Path(sys.executable).parent / ('nbdev_test.exe' if os.name == 'nt' else 'nbdev_test')
-    if exe.exists():
-        return [str(exe)]
-    import shutil
-    found = shutil.which('nbdev_test')
-    if found:
-        return [found]
-    raise TitoError(f'nbdev_test not found next to {sys.executable} or on PATH; run `make install`')
+def _test_env(parallel: bool) -> dict:
+    env = dict(os.environ)
+    if parallel:  # one process per core: a multi-threaded BLAS in each would oversubscribe the cores
+        for var in ('OPENBLAS_NUM_THREADS', 'OMP_NUM_THREADS', 'MKL_NUM_THREADS'):
+            env.setdefault(var, '1')
+    return env
 
 
 @dataclass
-class RunResult:
-    ok: bool
+class Proc:
+    code: int | None   # None: timed out and killed
     output: str
     seconds: float
 
 
-def run_nbdev_test(root: Path, nb_path: Path, timeout: float | None = None) -> RunResult:
-    """Run nbdev_test on one notebook from the project root; never raises for a failing notebook."""
-    timeout = timeout or float(os.environ.get('TITO_TEST_TIMEOUT', DEFAULT_TIMEOUT))
-    cmd = nbdev_test_command() + ['--path', str(nb_path)]
-    # Notebooks are tested one per core in parallel; a multi-threaded BLAS in each would oversubscribe the cores.
-    env = dict(os.environ)
-    for var in ('OPENBLAS_NUM_THREADS', 'OMP_NUM_THREADS', 'MKL_NUM_THREADS'): env.setdefault(var, '1')
+def run_process(cmd: list[str], cwd: Path, timeout: float, env: dict | None = None) -> Proc:
+    """Run `cmd` in its own process group; on timeout kill the whole group (children included)."""
     start = time.monotonic()
     try:
-        p = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=timeout, env=env,
-                           encoding='utf-8', errors='replace', stdin=subprocess.DEVNULL)
-        out = (p.stdout or '') + (p.stderr or '')
-        ok = p.returncode == 0
-    except subprocess.TimeoutExpired as e:
-        out = f'TimeoutError: nbdev_test did not finish within {timeout:.0f} s (set TITO_TEST_TIMEOUT to change)\n'
-        out += e.stdout.decode('utf-8', 'replace') if isinstance(e.stdout, bytes) else (e.stdout or '')
-        ok = False
+        p = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                             env=env, start_new_session=True)
     except OSError as e:
-        out, ok = f'OSError: could not run {cmd[0]}: {e}', False
-    return RunResult(ok, out, time.monotonic() - start)
+        return Proc(127, f'OSError: could not run {cmd[0]}: {e}', 0.0)
+    try:
+        out, _ = p.communicate(timeout=timeout)
+        code = p.returncode
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(p.pid, signal.SIGKILL)
+        out, _ = p.communicate()
+        code = None
+    return Proc(code, (out or b'').decode('utf-8', 'replace'), time.monotonic() - start)
+
+
+def runner_command() -> list[str]:
+    """TITO_NBRUN if set (a command line taking NOTEBOOK --report FILE), else milestones.nbrun."""
+    env = os.environ.get('TITO_NBRUN')
+    return shlex.split(env) if env else [sys.executable, '-m', 'milestones.nbrun']
+
+
+def parse_junit(path: Path) -> dict:
+    """{'tests', 'failed': [(name, message)], 'skipped': [(name, message)]} from a pytest --junitxml file."""
+    out = {'tests': 0, 'failed': [], 'skipped': []}
+    try:
+        tree = ET.parse(path)
+    except (OSError, ET.ParseError):
+        return out
+    for case in tree.iter('testcase'):
+        out['tests'] += 1
+        name = f'{case.get("classname", "")}::{case.get("name", "")}'.strip(':')
+        for tag, bucket in (('failure', 'failed'), ('error', 'failed'), ('skipped', 'skipped')):
+            el = case.find(tag)
+            if el is not None:
+                msg = (el.get('message') or (el.text or '').strip().splitlines()[-1:] or [''])
+                out[bucket].append((name, msg if isinstance(msg, str) else msg[0]))
+                break
+    return out
+
+
+@dataclass
+class RunOutcome:
+    ok: bool
+    reason: str
+    output: str
+    seconds: float
+    loaded: list          # package files (relative) and data files (absolute) both runs used
+    cacheable: bool
+
+
+def run_notebook(root: Path, nb: Path, timeout: float, env: dict | None = None, need_tests: bool = True) -> RunOutcome:
+    """Run one notebook with the runner; ok only if every cell that should run ran (and, with
+    `need_tests`, at least one test cell) without an error."""
+    with tempfile.TemporaryDirectory(prefix='tito-nb-') as tmp:
+        report = Path(tmp) / 'notebook.json'
+        p = run_process(runner_command() + [str(nb), '--report', str(report), '--root', str(root)], root, timeout, env)
+        if p.code is None:
+            return RunOutcome(False, f'TimeoutError: the notebook did not finish within {timeout:.0f} s '
+                              '(set TITO_TEST_TIMEOUT to change)', p.output[-OUTPUT_KEEP:], p.seconds, [], False)
+        try:
+            rep = json.loads(report.read_text(encoding='utf-8'))
+        except (OSError, ValueError):
+            return RunOutcome(False, f'the notebook runner stopped without a report (exit code {p.code}; killed?)',
+                              p.output[-OUTPUT_KEEP:], p.seconds, [], False)
+    used = sorted(set(rep.get('loaded', [])) | set(rep.get('data_files', [])))
+    err = rep.get('error')
+    if err:
+        text = f'While Executing Cell #{err.get("cell")}:\n{err.get("traceback", "")}' if err.get('cell') \
+            else err.get('traceback', '')
+        return RunOutcome(False, first_error_line(text), (p.output + '\n' + text)[-OUTPUT_KEEP:], p.seconds, used, True)
+    expected = rep['cells'] - rep['skipped']
+    if rep['cells_run'] != expected or (need_tests and rep['test_cells_run'] == 0):
+        why = (f'only {rep["cells_run"]} of its {expected} code cells ran' if rep['cells_run'] != expected
+               else 'no test cell ran')
+        return RunOutcome(False, f'{why}, so its tests did not really pass', p.output[-OUTPUT_KEEP:], p.seconds,
+                          used, False)
+    return RunOutcome(True, 'tests pass', '', p.seconds, used, True)
+
+
+def test_module_now(course: Course, module: Module, parallel: bool = False) -> RunOutcome:
+    """Run a module's notebook, then (if it passes) its protected tests; report what ran."""
+    root, timeout = course.root, float(os.environ.get('TITO_TEST_TIMEOUT', DEFAULT_TIMEOUT))
+    env = _test_env(parallel)
+    nb_run = run_notebook(root, course.notebook_path(module), timeout, env)
+    if not nb_run.ok:
+        return nb_run
+    used, seconds = set(nb_run.loaded), nb_run.seconds
+    with tempfile.TemporaryDirectory(prefix='tito-run-') as tmp:
+        prot = course.protected_tests(module)
+        if not prot.is_file():
+            return RunOutcome(False, f'its protected tests {prot.relative_to(root)} are missing', '', seconds,
+                              sorted(used), True)
+        junit, probe_out = Path(tmp) / 'junit.xml', Path(tmp) / 'probe.json'
+        penv = dict(env, TITO_PROBE_OUT=str(probe_out), TITO_PROBE_ROOT=str(root))
+        cmd = [sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider', '-p', 'milestones.probe',
+               f'--junitxml={junit}', str(prot.relative_to(root))]
+        q = run_process(cmd, root, timeout, penv)
+        seconds += q.seconds
+        if q.code is None:
+            return RunOutcome(False, f'TimeoutError: the protected tests did not finish within {timeout:.0f} s',
+                              q.output[-OUTPUT_KEEP:], seconds, sorted(used), False)
+        try:
+            probe = json.loads(probe_out.read_text(encoding='utf-8'))
+            used |= set(probe.get('loaded', [])) | set(probe.get('data_files', []))
+        except (OSError, ValueError):
+            pass
+        res = parse_junit(junit)
+        name = prot.relative_to(root)
+        if q.code == 0 and res['tests'] and not res['skipped']:
+            return RunOutcome(True, 'tests pass', '', seconds, sorted(used), True)
+        if res['failed']:
+            first = res['failed'][0]
+            reason = f'protected tests: {len(res["failed"])} of {res["tests"]} failed; first: {first[0].split("::")[-1]}: {first[1]}'
+        elif res['skipped']:
+            reason = f'protected tests: {len(res["skipped"])} skipped ({res["skipped"][0][1]}); every test must run'
+        elif not res['tests']:
+            reason = f'{name} collected no tests'
+        else:
+            reason = f'{name} failed (pytest exit code {q.code})'
+        reason = reason if len(reason) <= 200 else reason[:197] + '...'
+        return RunOutcome(False, reason, q.output[-OUTPUT_KEEP:], seconds, sorted(used), True)
 
 
 # --------------------------------------------------------------------------- module states
@@ -407,16 +505,18 @@ def run_nbdev_test(root: Path, nb_path: Path, timeout: float | None = None) -> R
 @dataclass
 class ModuleState:
     key: str
-    state: str             # 'pass' | 'fail' | 'absent'
+    state: str             # a key of states.MODULE_STATES
     reason: str
-    cached: bool = False   # True when the result came from .tito/module_cache.json
-    output: str = ''       # nbdev_test output of a failing run (tail)
+    cached: bool = False   # True when the result came from the cache
+    output: str = ''       # output of a failing run (tail)
     seconds: float = 0.0
     tested_at: str = ''
+    waiting_on: str = ''   # for 'locked': the key of the earlier module that must pass first
+    deps: tuple = ()       # course modules whose package files the run imported
 
     @property
     def icon(self) -> str:
-        return ICONS[self.state]
+        return module_look(self.state).icon
 
 
 @dataclass
@@ -444,14 +544,16 @@ class MilestoneState:
     @property
     def state(self) -> str:
         if self.unlocked:
-            return 'unlocked'
-        if any(m.state != 'absent' for m in self.modules):
+            return 'regressed' if any(m.state in BROKEN for m in self.modules) else 'unlocked'
+        if self.complete:
+            return 'ready'
+        if any(m.state not in ('todo', 'absent') for m in self.modules):
             return 'in_progress'
         return 'not_started'
 
     @property
     def icon(self) -> str:
-        return MILESTONE_ICONS[self.state]
+        return milestone_look(self.state).icon
 
 
 def _now() -> _dt.datetime:
@@ -467,10 +569,16 @@ class Engine:
         self.state_dir = self.root / STATE_DIR
         self.cache_path = self.state_dir / CACHE_FILE
         self.unlocks_path = self.state_dir / UNLOCKS_FILE
+        self.saved_dir = self.state_dir / SAVED_DIR
         self.workers = workers or os.cpu_count() or 1
         self.progress = progress  # callable(str) for "testing ..." lines, or None
-        self.runs: list[str] = []  # module keys whose notebooks were actually run (this Engine)
-        self._cache: dict | None = None
+        self.runs: list[str] = []  # module keys whose tests were actually run by this Engine
+        self._warned: set[str] = set()
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            warn(message)
 
     # ---- cache
     @staticmethod
@@ -478,90 +586,181 @@ class Engine:
         if not isinstance(obj.get('modules'), dict):
             raise ValueError('"modules" must be an object')
         for k, v in obj['modules'].items():
-            if not (isinstance(v, dict) and isinstance(v.get('hash'), str) and v.get('state') in ('pass', 'fail')):
+            if not (isinstance(v, dict) and isinstance(v.get('key'), str) and isinstance(v.get('inputs'), dict)
+                    and isinstance(v.get('ok'), bool)):
                 raise ValueError(f'bad entry for module {k!r}')
 
     def _load_cache(self) -> dict:
-        if self._cache is None:
-            obj, corrupt = _load_state_file(self.cache_path, CACHE_VERSION, self._validate_cache)
-            self._cache = obj or {'version': CACHE_VERSION, 'modules': {}}
-            self._cache_dirty = corrupt  # rebuild a corrupt file even if nothing needs testing
-            self._updated: set[str] = set()
-        return self._cache
+        obj, corrupt = _load_state_file(self.cache_path, CACHE_VERSION, self._validate_cache)
+        if corrupt:
+            self._store_cache({})
+        return obj['modules'] if obj else {}
 
-    def _save_cache(self) -> None:
-        # Another tito may have saved results meanwhile: keep its entries, overlay ours.
+    def _store_cache(self, updates: dict) -> None:
+        """Merge `updates` into the cache file (another tito may have saved results meanwhile)."""
         try:
-            disk = json.loads(self.cache_path.read_text(encoding='utf-8'))
-            self._validate_cache(disk)
-            if disk.get('version') == CACHE_VERSION:
-                merged = dict(disk['modules'])
-                merged.update({k: self._cache['modules'][k] for k in self._updated})
-                self._cache['modules'] = merged
+            current = _read_json_object(self.cache_path, CACHE_VERSION)
+            self._validate_cache(current)
+            modules = current['modules']
         except (OSError, ValueError, TypeError, AttributeError):
-            pass
+            modules = {}
+        modules.update(updates)
         try:
-            atomic_write_json(self.cache_path, self._cache)
+            atomic_write_json(self.cache_path, {'version': CACHE_VERSION, 'modules': modules})
         except OSError as e:  # a read-only checkout still gets its status, just uncached
-            if not getattr(self, '_save_warned', False):
-                warn(f'cannot write {self.cache_path} ({e}); results will not be cached')
-                self._save_warned = True
-        self._cache_dirty = False
+            self._warn_once('cache', f'cannot write {self.cache_path} ({e}); results will not be cached')
+
+    @contextlib.contextmanager
+    def _lock(self):
+        """One tito at a time runs tests here; a second one waits, then reuses the first one's results."""
+        try:
+            import fcntl
+            path = self.state_dir / LOCK_FILE
+            path.parent.mkdir(parents=True, exist_ok=True)
+            f = open(path, 'a+')
+        except (ImportError, OSError) as e:
+            self._warn_once('lock', f'cannot take the lock in {self.state_dir} ({e}); testing without it')
+            yield
+            return
+        with f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                if self.progress:
+                    self.progress('another tito is testing modules here; waiting for it to finish ...')
+                fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
 
     # ---- module states
+    def _static_state(self, m: Module, manifest) -> ModuleState | None:
+        """The states that need no test run: absent, edited, todo (or an unreadable notebook)."""
+        from .solutions import SolutionError, read_notebook, stubs_untouched, tests_edited
+        nb = self.course.notebook_path(m)
+        if not nb.is_file():
+            return ModuleState(m.key, 'absent', f'notebook {nb.relative_to(self.root)} not present')
+        try:
+            edited = tests_edited(self.course, m, manifest)
+            if edited:
+                return ModuleState(m.key, 'edited', f'{edited}; restore the released tests (tito module reset '
+                                   f'{m.key} keeps your version in {STATE_DIR}/{SAVED_DIR}/)')
+            if stubs_untouched(read_notebook(nb)):
+                return ModuleState(m.key, 'todo', f'not started: write the solution regions in {nb.relative_to(self.root)}')
+        except (OSError, ValueError) as e:  # SolutionError and JSON errors are ValueErrors
+            return ModuleState(m.key, 'fail', f'cannot read {nb.relative_to(self.root)}: {e}')
+        return None
+
+    def _deps(self, used) -> tuple:
+        keys = []
+        for p in used:
+            path = Path(p)
+            if not path.is_absolute() and path.parent == self.course.lib_path.relative_to(self.root):
+                m = self.course.module_of_package(path.name)
+                if m:
+                    keys.append(m.key)
+        return tuple(sorted(set(keys), key=lambda k: self.course.module_by_key[k].number))
+
     def module_states(self, keys=None, use_cache: bool = True, run: bool = True) -> dict[str, ModuleState]:
-        """State of each module (all by default), testing in parallel those whose cache is stale.
+        """State of each module (all by default), testing in parallel those without a current cached result.
         With run=False nothing is tested: a module without a current cached result is 'untested'."""
+        from .solutions import SolutionError, load_manifest, manifest_entry
         mods = [self.course.module_by_key[k] for k in keys] if keys is not None else self.course.modules
-        cache = self._load_cache()
+        try:
+            manifest = load_manifest(self.root)
+        except SolutionError as e:
+            raise TitoError(str(e))
         results: dict[str, ModuleState] = {}
-        to_run: list[tuple[Module, str]] = []
+        pending: list[tuple[Module, str]] = []
         for m in mods:
-            nb = self.course.notebook_path(m)
-            if not nb.is_file():
-                results[m.key] = ModuleState(m.key, 'absent', f'notebook {nb.relative_to(self.root)} not present')
-                continue
-            try:
-                h = module_hash(nb, self.course.lib_path, self.course.lib_name)
-            except OSError as e:
-                results[m.key] = ModuleState(m.key, 'fail', f'cannot read {nb.relative_to(self.root)}: {e}')
-                continue
-            entry = cache['modules'].get(m.key)
-            if use_cache and entry and entry.get('hash') == h:
-                results[m.key] = ModuleState(m.key, entry['state'], entry.get('reason', ''), cached=True,
-                                             output=entry.get('output', ''), seconds=entry.get('seconds', 0.0),
-                                             tested_at=entry.get('tested_at', ''))
-            elif run:
-                to_run.append((m, h))
+            st = self._static_state(m, manifest)
+            if st is not None:
+                results[m.key] = st
             else:
+                pending.append((m, base_key(self.course, m, manifest_entry(self.course, m))))
+
+        def from_cache(cache):
+            left = []
+            for m, key in pending:
+                entry = cache.get(m.key) if use_cache else None
+                if entry and entry['key'] == key and _inputs_current(self.root, entry['inputs']):
+                    results[m.key] = ModuleState(m.key, 'pass' if entry['ok'] else 'fail', entry.get('reason', ''),
+                                                 cached=True, output=entry.get('output', ''),
+                                                 seconds=entry.get('seconds', 0.0), tested_at=entry.get('tested_at', ''),
+                                                 deps=tuple(entry.get('deps', ())))
+                else:
+                    left.append((m, key))
+            return left
+
+        pending = from_cache(self._load_cache())
+        if pending and not run:
+            for m, _ in pending:
                 results[m.key] = ModuleState(m.key, 'untested', 'not tested since it last changed: run `make milestone-status`')
-        if to_run:
-            if self.progress:
-                names = ', '.join(m.stem for m, _ in to_run)
-                self.progress(f'testing {len(to_run)} module notebook(s) with nbdev_test '
-                              f'({min(self.workers, len(to_run))} in parallel): {names}')
-            with ThreadPoolExecutor(max_workers=min(self.workers, len(to_run))) as pool:
-                futures = {pool.submit(run_nbdev_test, self.root, self.course.notebook_path(m)): (m, h)
-                           for m, h in to_run}
-                for fut in as_completed(futures):
-                    m, h = futures[fut]
-                    res = fut.result()
-                    self.runs.append(m.key)
-                    state = ModuleState(m.key, 'pass' if res.ok else 'fail',
-                                        'tests pass' if res.ok else first_error_line(res.output),
-                                        cached=False, output='' if res.ok else res.output[-OUTPUT_KEEP:],
-                                        seconds=round(res.seconds, 2), tested_at=_now().isoformat(timespec='seconds'))
-                    results[m.key] = state
-                    self._updated.add(m.key)
-                    cache['modules'][m.key] = {'hash': h, 'state': state.state, 'reason': state.reason,
-                                               'output': state.output, 'seconds': state.seconds,
-                                               'tested_at': state.tested_at}
-                    self._save_cache()  # after each result, so an interrupt keeps finished work
-                    if self.progress:
-                        self.progress(f'  {state.icon} {m.stem} ({res.seconds:.1f} s)')
-        elif self._cache_dirty:
-            self._save_cache()
+            pending = []
+        if pending:
+            with self._lock():
+                pending = from_cache(self._load_cache()) if use_cache else pending  # another tito may have run them
+                if pending:
+                    self._run(pending, results)
+        self._derive_locks(results)
         return {m.key: results[m.key] for m in mods}
+
+    def _run(self, pending, results) -> None:
+        from .solutions import manifest_entry
+        if self.progress:
+            names = ', '.join(m.stem for m, _ in pending)
+            self.progress(f'testing {len(pending)} module(s) ({min(self.workers, len(pending))} in parallel): {names}')
+        parallel = min(self.workers, len(pending)) > 1
+        with ThreadPoolExecutor(max_workers=min(self.workers, len(pending))) as pool:
+            futures = {pool.submit(test_module_now, self.course, m, parallel): (m, key) for m, key in pending}
+            for fut in as_completed(futures):
+                m, key = futures[fut]
+                res = fut.result()
+                self.runs.append(m.key)
+                deps = self._deps(res.loaded)
+                state = ModuleState(m.key, 'pass' if res.ok else 'fail', res.reason, output='' if res.ok else res.output,
+                                    seconds=round(res.seconds, 2), tested_at=_now().isoformat(timespec='seconds'),
+                                    deps=deps)
+                results[m.key] = state
+                try:
+                    unchanged = base_key(self.course, m, manifest_entry(self.course, m)) == key
+                except (OSError, ValueError):
+                    unchanged = False
+                lib_rel = self.course.lib_path.relative_to(self.root)
+                inputs = {p: _file_digest(self.root / p if not os.path.isabs(p) else Path(p))
+                          for p in res.loaded if Path(p).name != '_modidx.py' or Path(p).parent != lib_rel}
+                if res.cacheable and unchanged:
+                    self._store_cache({m.key: {'key': key, 'inputs': inputs, 'ok': res.ok, 'reason': res.reason,
+                                               'output': state.output, 'seconds': state.seconds,
+                                               'tested_at': state.tested_at, 'deps': list(deps)}})
+                elif res.cacheable and self.progress:
+                    self.progress(f'  {m.stem} changed while it was being tested: its result is not cached')
+                if self.progress:
+                    self.progress(f'  {state.icon} {m.stem} ({res.seconds:.1f} s)')
+
+    def _derive_locks(self, results: dict[str, ModuleState]) -> None:
+        """A failing module that imports an earlier module which does not pass waits on that one."""
+        states = dict(results)
+        for m in self.course.modules:
+            st = results.get(m.key)
+            if st is None or st.state != 'fail':
+                continue
+            blockers = []
+            match = _STUB_MODULE.search(st.output or '') or _STUB_MODULE.search(st.reason)
+            if match:
+                blockers.append(int(match.group(1)))
+            blockers += [self.course.module_by_key[k].number for k in st.deps]
+            for number in sorted(set(blockers)):
+                if number >= m.number or number > len(self.course.modules):
+                    continue
+                dep = self.course.modules[number - 1]
+                dep_state = states.get(dep.key) or self.module_states([dep.key], run=False)[dep.key]
+                states[dep.key] = dep_state
+                if dep_state.state in BROKEN:
+                    st.state, st.waiting_on = 'locked', dep.key
+                    st.reason = f'waiting on {dep.label}: finish it first (then this one: {st.reason})'
+                    break
 
     def test_module(self, key: str) -> ModuleState:
         """Test one module now, ignoring (and then refreshing) the cache."""
@@ -569,27 +768,49 @@ class Engine:
 
     # ---- unlocks
     def unlocks(self) -> dict:
-        def validate(obj):
-            if not isinstance(obj.get('unlocked'), dict):
+        """The stored unlock records. A bad record is dropped (the file is backed up first); the rest stay."""
+        path = self.unlocks_path
+        if not path.exists():
+            return {}
+        try:
+            obj = _read_json_object(path, UNLOCKS_VERSION)
+            records = obj['unlocked']
+            if not isinstance(records, dict):
                 raise ValueError('"unlocked" must be an object')
-            for k, v in obj['unlocked'].items():
-                if not (isinstance(v, dict) and isinstance(v.get('date'), str)):
-                    raise ValueError(f'bad unlock record for {k!r}')
+        except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError, AttributeError) as e:
+            backup = keep_backup(path)
+            warn(f'{path} is corrupt or unreadable ({type(e).__name__}: {e}); starting an empty record'
+                 + (f'; the unreadable copy is kept at {backup}' if backup else ''))
+            self._write_unlocks({})
+            return {}
+        good, bad = {}, []
+        for k, v in records.items():
+            try:
+                if k not in self.course.milestone_by_key:
+                    raise ValueError('unknown milestone')
                 _dt.date.fromisoformat(v['date'])
-        obj, corrupt = _load_state_file(self.unlocks_path, UNLOCKS_VERSION, validate)
-        if corrupt:
-            atomic_write_json(self.unlocks_path, {'version': UNLOCKS_VERSION, 'unlocked': {}})
-        return obj['unlocked'] if obj else {}
+                good[k] = v
+            except (TypeError, KeyError, ValueError, AttributeError):
+                bad.append(k)
+        if bad:
+            backup = keep_backup(path)
+            warn(f'{path}: dropped the unreadable unlock record(s) {bad} and kept the others'
+                 + (f'; the previous file is kept at {backup}' if backup else ''))
+            self._write_unlocks(good)
+        return good
+
+    def _write_unlocks(self, unlocked: dict) -> None:
+        try:
+            atomic_write_json(self.unlocks_path, {'version': UNLOCKS_VERSION, 'unlocked': unlocked})
+        except OSError as e:
+            raise TitoError(f'cannot write {self.unlocks_path}: {e}')
 
     def record_unlock(self, key: str, when: _dt.datetime | None = None) -> dict:
         when = when or _now()
         unlocked = dict(self.unlocks())
         record = {'date': when.date().isoformat(), 'timestamp': when.isoformat(timespec='seconds')}
         unlocked[key] = record
-        try:
-            atomic_write_json(self.unlocks_path, {'version': UNLOCKS_VERSION, 'unlocked': unlocked})
-        except OSError as e:
-            raise TitoError(f'cannot record the unlock in {self.unlocks_path}: {e}')
+        self._write_unlocks(unlocked)
         return record
 
     # ---- milestones
@@ -603,35 +824,120 @@ class Engine:
         unlocked = self.unlocks() if unlocked is None else unlocked
         return next((ms for ms in self.course.milestones if ms.key not in unlocked), None)
 
+    def unlock_next(self, stream=None) -> 'UnlockOutcome':
+        """The unlock policy: the next milestone in course order unlocks only when every earlier one is
+        still whole, every one of its modules passes on a fresh test, and its capability test ran in full
+        (nothing skipped) and passed. `stream` receives the capability test's live output."""
+        unlocked = self.unlocks()
+        ms = self.next_locked(unlocked)
+        if ms is None:
+            return UnlockOutcome(None, False, problems=[], all_done=True, unlocked=unlocked)
+        earlier = [m for m in self.course.milestones if m.number < ms.number]
+        earlier_keys = [k for m in earlier for k in m.modules]
+        if self.progress:
+            self.progress(f're-testing the {len(ms.modules)} modules of {ms.name} ...')
+        states = self.module_states(earlier_keys) if earlier_keys else {}
+        states.update(self.module_states(list(ms.modules), use_cache=False))
+        self._derive_locks(states)
+        problems = []
+        for m in earlier:
+            broken = [states[k] for k in m.modules if states[k].state in BROKEN]
+            if broken:
+                problems.append(f'{m.name} was unlocked but has regressed: '
+                                + ', '.join(self.course.module_by_key[s.key].label for s in broken) + ' no longer pass')
+        missing = [states[k] for k in ms.modules if states[k].state != 'pass']
+        if problems or missing:
+            return UnlockOutcome(ms, False, problems=problems, modules=states, missing=missing)
+        if self.progress:
+            self.progress(f'all {len(ms.modules)} modules of {ms.name} pass; running its capability test '
+                          f'{ms.capability_test} (this can take minutes) ...')
+        cap = run_capability_test(self.root, ms, stream=stream)
+        if not cap.ok:
+            return UnlockOutcome(ms, False, problems=[], modules=states, capability=cap)
+        record = self.record_unlock(ms.key)
+        return UnlockOutcome(ms, True, problems=[], modules=states, capability=cap, record=record)
+
+
+@dataclass
+class UnlockOutcome:
+    milestone: Milestone | None
+    unlocked_now: bool
+    problems: list = field(default_factory=list)     # earlier milestones that regressed
+    modules: dict = field(default_factory=dict)      # fresh module states
+    missing: list = field(default_factory=list)      # ModuleStates of this milestone that do not pass
+    capability: 'CapabilityResult | None' = None
+    record: dict | None = None
+    all_done: bool = False
+    unlocked: dict | None = None
+
 
 # --------------------------------------------------------------------------- capability tests
 
 @dataclass
 class CapabilityResult:
     ok: bool
-    summary: str   # one line
+    summary: str            # one line
     output: str
-    missing: bool = False
+    missing: bool = False   # the test file is not written yet
+    tests: int = 0
+    failed: list = field(default_factory=list)    # (test, message)
+    skipped: list = field(default_factory=list)   # (test, reason)
 
 
-def run_capability_test(root: Path, milestone: Milestone, timeout: float | None = None) -> CapabilityResult:
-    """pytest on the milestone's capability test file, with this Python."""
+def run_capability_test(root: Path, milestone: Milestone, timeout: float | None = None, stream=None) -> CapabilityResult:
+    """pytest on the milestone's capability test file. It passes only when tests ran, none failed and
+    none was skipped. With `stream`, pytest's output is copied there as it comes (a heartbeat line is
+    added when it is silent for a while)."""
     path = Path(root) / milestone.capability_test
     if not path.is_file():
-        return CapabilityResult(False, f'capability test {milestone.capability_test} not written yet', '', missing=True)
-    cmd = [sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider', milestone.capability_test]
-    try:
-        p = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=timeout,
-                           encoding='utf-8', errors='replace', stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        return CapabilityResult(False, f'capability test timed out after {timeout:.0f} s', '')
-    out = (p.stdout or '') + (p.stderr or '')
-    last = next((l.strip().strip('=').strip() for l in reversed(out.splitlines()) if l.strip()), '')
-    if p.returncode == 0:
-        return CapabilityResult(True, last or 'passed', out)
-    if p.returncode == 5:
-        return CapabilityResult(False, f'{milestone.capability_test} contains no tests', out)
-    failed = [l.split(' - ', 1)[-1] if ' - ' in l else l
-              for l in out.splitlines() if l.startswith(('FAILED ', 'ERROR '))]
-    detail = f' (first failure: {failed[0][:160]})' if failed else ''
-    return CapabilityResult(False, f'{last}{detail}', out)
+        return CapabilityResult(False, f'capability test {milestone.capability_test} is not written yet', '', missing=True)
+    with tempfile.TemporaryDirectory(prefix='tito-cap-') as tmp:
+        junit = Path(tmp) / 'junit.xml'
+        cmd = [sys.executable, '-m', 'pytest', '-v', '-s', '-p', 'no:cacheprovider', f'--junitxml={junit}',
+               milestone.capability_test]
+        out, code = _stream_process(cmd, Path(root), timeout, stream)
+        if code is None:
+            return CapabilityResult(False, f'capability test timed out after {timeout:.0f} s', out)
+        res = parse_junit(junit)
+    n, failed, skipped = res['tests'], res['failed'], res['skipped']
+    common = dict(output=out, tests=n, failed=failed, skipped=skipped)
+    if failed:
+        return CapabilityResult(False, f'{len(failed)} of {n} capability tests failed: '
+                                + '; '.join(f'{t.split("::")[-1]}: {m}' for t, m in failed[:3]), **common)
+    if skipped:
+        return CapabilityResult(False, f'{len(skipped)} of {n} capability tests were skipped, so the capability is '
+                                'unproven: ' + '; '.join(f'{t.split("::")[-1]}: {m}' for t, m in skipped), **common)
+    if n == 0 or code != 0:
+        return CapabilityResult(False, f'{milestone.capability_test} ran no tests (pytest exit code {code})', **common)
+    return CapabilityResult(True, f'all {n} capability tests ran and passed', **common)
+
+
+def _stream_process(cmd, cwd: Path, timeout: float | None, stream) -> tuple[str, int | None]:
+    """Run `cmd`, copying its output to `stream` as it arrives; returns (output, exit code or None on timeout)."""
+    start = last = time.monotonic()
+    p = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                         start_new_session=True)
+    chunks = []
+    fd = p.stdout.fileno()
+    while True:
+        if timeout and time.monotonic() - start > timeout:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+            return b''.join(chunks).decode('utf-8', 'replace'), None
+        ready, _, _ = select.select([fd], [], [], 1.0)
+        if ready:
+            data = os.read(fd, 65536)
+            if not data:
+                break
+            chunks.append(data)
+            last = time.monotonic()
+            if stream is not None:
+                stream.write(data.decode('utf-8', 'replace'))
+                stream.flush()
+        elif stream is not None and time.monotonic() - last > 20:
+            stream.write(f'\n... still running ({time.monotonic() - start:.0f} s so far)\n')
+            stream.flush()
+            last = time.monotonic()
+    p.wait()
+    return b''.join(chunks).decode('utf-8', 'replace'), p.returncode

@@ -13,16 +13,10 @@ import json
 from pathlib import Path
 
 from .engine import Engine, atomic_write_bytes, atomic_write_text, _now
-from .render import render_markdown
+from .render import render_markdown, milestone_note
+from .states import MODULE_STATES, module_look, milestone_look
 
-DRAWING_VERSION = 1  # bump when draw_timeline_svg changes, so old SVGs are redrawn
-# state -> fill colour (colour-blind friendly enough: green / amber / grey)
-COLOURS = {'pass': '#2e9e44', 'fail': '#f0a202', 'absent': '#c8c8c8', 'untested': '#e8e8e8',
-           'unlocked': '#2e9e44', 'in_progress': '#f0a202', 'not_started': '#c8c8c8'}
-WORDS = {'pass': 'tests pass', 'fail': 'present, failing', 'absent': 'not started', 'untested': 'not tested yet',
-         'unlocked': 'unlocked', 'in_progress': 'in progress', 'not_started': 'not started'}
-
-
+DRAWING_VERSION = 2  # bump when draw_timeline_svg changes, so old SVGs are redrawn
 def draw_timeline_svg(course, ms_states, fmt: str = 'svg') -> bytes:
     """The milestone timeline as SVG bytes: milestones left to right, their modules below."""
     import matplotlib
@@ -42,22 +36,22 @@ def draw_timeline_svg(course, ms_states, fmt: str = 'svg') -> bytes:
         ax.axis('off')
         ax.plot([0, n - 1], [0.6, 0.6], color='#888888', lw=3, zorder=1)
         for i, ms in enumerate(ms_states):
-            c = COLOURS[ms.state]
+            c = milestone_look(ms.state).hex
             ax.scatter([i], [0.6], s=900, color=c, edgecolor='#333333', lw=1.5, zorder=2)
             ax.text(i, 0.6, f'{ms.percent}%', ha='center', va='center', fontsize=8, weight='bold', zorder=3)
             ax.text(i, 1.2, ms.milestone.name, ha='center', va='center', fontsize=10, weight='bold')
-            note = f'unlocked {ms.unlocked["date"]}' if ms.unlocked else WORDS[ms.state]
+            note = milestone_note(ms)
             ax.text(i, -0.05, note, ha='center', va='center', fontsize=8, color='#444444')
             for j, st in enumerate(ms.modules):
                 y = -0.75 - j * 0.62
                 box = FancyBboxPatch((i - 0.42, y - 0.22), 0.84, 0.44, boxstyle='round,pad=0.02,rounding_size=0.08',
-                                     facecolor=COLOURS[st.state], edgecolor='#555555', lw=0.8)
+                                     facecolor=module_look(st.state).hex, edgecolor='#555555', lw=0.8)
                 ax.add_patch(box)
                 ax.text(i, y, course.module_by_key[st.key].label, ha='center', va='center', fontsize=8)
-        labels = {'pass': 'module tests pass / milestone unlocked', 'fail': 'present but failing / in progress',
-                  'absent': 'not started'}
-        handles = [Patch(facecolor=COLOURS[k], edgecolor='#555555', label=v) for k, v in labels.items()]
-        ax.legend(handles=handles, loc='upper center', bbox_to_anchor=(0.5, 0.0), ncol=3, frameon=False, fontsize=8)
+        shown = {st.state for ms in ms_states for st in ms.modules}
+        handles = [Patch(facecolor=look.hex, edgecolor='#555555', label=look.word) for k, look in MODULE_STATES.items()
+                   if k in shown and k != 'absent' or (k == 'absent' and 'todo' not in shown and k in shown)]
+        ax.legend(handles=handles, loc='upper center', bbox_to_anchor=(0.5, 0.0), ncol=4, frameon=False, fontsize=8)
         buf = io.BytesIO()
         fig.savefig(buf, format=fmt, bbox_inches='tight', **({'metadata': {'Date': None}} if fmt == 'svg' else {}))
         return buf.getvalue()

@@ -1,9 +1,9 @@
 """Text rendering for `tito`: milestone status, timeline and the module table.
 
-Pure functions from engine states (milestones/engine.py) to strings; used by the CLI
-(milestones/tito.py) and, for the markdown table, by the progress writer (milestones/progress.py).
-Colour is ANSI only when the caller says so (stdout is a TTY and NO_COLOR is unset); the
-unicode bars and ✅ 🔄 ⏳ icons are kept either way.
+Pure functions from engine states (milestones/engine.py) to strings; icons, colours and words come
+from the one state table in milestones/states.py. Used by the CLI (milestones/tito.py) and, for the
+markdown table, by the progress writer (milestones/progress.py). Colour is ANSI only when the
+caller says so (stdout is a TTY and NO_COLOR is unset); the unicode bars and icons are kept either way.
 """
 from __future__ import annotations
 
@@ -11,12 +11,10 @@ import os
 import sys
 
 from .engine import ModuleState, MilestoneState, Course
+from .states import module_look, milestone_look
 
 BAR_WIDTH = 20
 _ANSI = {'green': '32', 'yellow': '33', 'dim': '2', 'bold': '1', 'cyan': '36', 'red': '31'}
-STATE_COLOUR = {'pass': 'green', 'fail': 'yellow', 'absent': 'dim', 'untested': 'dim',
-                'unlocked': 'green', 'in_progress': 'yellow', 'not_started': 'dim'}
-MILESTONE_WORDS = {'unlocked': 'unlocked', 'in_progress': 'in progress', 'not_started': 'not started'}
 
 
 def use_color(stream=None, env=None) -> bool:
@@ -48,12 +46,8 @@ def bar(passing: int, total: int, width: int = BAR_WIDTH) -> str:
     return '█' * filled + '░' * (width - filled)
 
 
-def _module_label(course: Course, key: str) -> str:
-    return course.module_by_key[key].label
-
-
-def _next_module(course: Course, states: dict[str, ModuleState]):
-    return next((m for m in course.modules if states[m.key].state != 'pass'), None)
+def _mod(s: Style, course: Course, st: ModuleState) -> str:
+    return f'{st.icon} {s(course.module_by_key[st.key].label, module_look(st.state).colour)}'
 
 
 def _focus(ms_states: list[MilestoneState]):
@@ -61,9 +55,22 @@ def _focus(ms_states: list[MilestoneState]):
 
 
 def _reason(st: ModuleState) -> str:
-    if st.state == 'absent':
-        return st.reason
     return f'{st.reason} (cached)' if st.cached else st.reason
+
+
+def milestone_note(ms: MilestoneState) -> str:
+    """'unlocked 2026-01-02', 'regressed (unlocked 2026-01-02)', 'ready to unlock', 'in progress', ..."""
+    if ms.state == 'unlocked':
+        return f'unlocked {ms.unlocked["date"]}'
+    if ms.state == 'regressed':
+        return f'regressed (unlocked {ms.unlocked["date"]}, modules now fail)'
+    return milestone_look(ms.state).word
+
+
+def _next_module(course: Course, states: dict[str, ModuleState]):
+    """The first module to work on: a failing one before an untouched one, never a locked one."""
+    order = [m for m in course.modules if states[m.key].state not in ('pass', 'locked')]
+    return order[0] if order else None
 
 
 def render_status(course: Course, states: dict[str, ModuleState], ms_states: list[MilestoneState],
@@ -73,50 +80,54 @@ def render_status(course: Course, states: dict[str, ModuleState], ms_states: lis
     out = [s('TinyTorch milestone status', 'bold'), '']
     focus = _focus(ms_states)
     for ms in ms_states:
-        m = ms.milestone
-        colour = 'green' if ms.complete else STATE_COLOUR[ms.state]
+        m, look = ms.milestone, milestone_look(ms.state)
         head = (f'{ms.icon} {s(m.name.ljust(width), "bold")}  {ms.percent:>3d}%  '
-                f'{s(bar(ms.passing, ms.total), colour)}  {ms.passing}/{ms.total} modules')
-        if ms.unlocked:
-            head += f'  {s("unlocked " + ms.unlocked["date"], "green")}'
+                f'{s(bar(ms.passing, ms.total), look.colour)}  {ms.passing}/{ms.total} modules')
+        if ms.state in ('unlocked', 'regressed', 'ready'):
+            head += f'  {s(milestone_note(ms), look.colour)}'
         out.append(head)
         if detailed:
             name_w = max(len(course.module_by_key[k].label) for k in m.modules)
             for st in ms.modules:
-                label = _module_label(course, st.key).ljust(name_w)
-                out.append(f'   {st.icon} {s(label, STATE_COLOUR[st.state])}  {_reason(st)}')
+                label = course.module_by_key[st.key].label.ljust(name_w)
+                out.append(f'   {st.icon} {s(label, module_look(st.state).colour)}  {_reason(st)}')
         else:
-            out.append('   ' + '  '.join(f'{st.icon} {s(_module_label(course, st.key), STATE_COLOUR[st.state])}'
-                                         for st in ms.modules))
-        cap_icon = ms.icon
-        out.append(f'   {cap_icon} {s(m.capability, "cyan")}')
+            out.append('   ' + '  '.join(_mod(s, course, st) for st in ms.modules))
+        out.append(f'   {ms.icon} {s(m.capability, "cyan")}')
         for line in m.i_can:
-            out.append(f'      {cap_icon} {line}')
-        if not ms.unlocked and ms.complete:
+            out.append(f'      {ms.icon} {line}')
+        if ms.state == 'ready':
             if ms is focus:
-                out.append('   → all modules pass: run `tito milestone unlock` to check the capability test and unlock it')
+                out.append('   → ready to unlock: run `tito milestone unlock` to run its capability test and unlock it')
             else:  # milestones unlock in course order
                 out.append(f'   → all modules pass; it can be unlocked once {focus.milestone.name} is')
-        elif ms.unlocked and not ms.complete:
-            out.append(f'   {s("! unlocked earlier, but some modules no longer pass", "red")}')
+        elif ms.state == 'regressed':
+            broken = ', '.join(course.module_by_key[st.key].label for st in ms.modules if st.state != 'pass')
+            out.append(f'   {s("! regressed: unlocked earlier, but these modules no longer pass: " + broken, "red")}')
         out.append('')
     passing = sum(st.state == 'pass' for st in states.values())
-    unlocked = sum(bool(ms.unlocked) for ms in ms_states)
+    unlocked = sum(ms.state == 'unlocked' for ms in ms_states)
     out.append(f'Overall:       {bar(passing, len(states))}  {passing}/{len(states)} modules pass, '
                f'{unlocked}/{len(ms_states)} milestones unlocked')
+    regressed = [ms.milestone.name for ms in ms_states if ms.state == 'regressed']
+    if regressed:
+        out.append(f'Regressed:     {", ".join(regressed)} (fix these modules before unlocking more)')
     if focus is None:
-        out.append('Current focus: every milestone is unlocked. You built a complete ML framework.')
+        out.append('Current focus: every milestone is unlocked. You built a complete ML framework.'
+                   if not regressed else 'Current focus: every milestone was unlocked; fix the regressions above.')
     else:
-        extra = 'ready to unlock' if focus.complete else f'{focus.passing}/{focus.total} modules pass'
+        extra = 'ready to unlock' if focus.state == 'ready' else f'{focus.passing}/{focus.total} modules pass'
         out.append(f'Current focus: {s(focus.milestone.name, "bold")} ({focus.percent}%, {extra})')
     nxt = _next_module(course, states)
     if nxt is None:
-        out.append('Next module:   none, all modules pass')
+        locked = [st for st in states.values() if st.state == 'locked']
+        out.append('Next module:   none, all modules pass' if not locked else
+                   f'Next module:   {locked[0].reason}')
     else:
         st = states[nxt.key]
-        todo = (f'start {course.notebook_path(nxt).relative_to(course.root)}' if st.state == 'absent'
-                else f'fix: {st.reason}')
-        out.append(f'Next module:   {st.icon} {nxt.label} ({todo})')
+        nb = course.notebook_path(nxt).relative_to(course.root)
+        todo = {'absent': f'write {nb}', 'todo': f'start {nb}', 'untested': 'run `tito milestone status` to test it'}
+        out.append(f'Next module:   {st.icon} {nxt.label} ({todo.get(st.state, "fix: " + st.reason)})')
     cached = sum(st.cached for st in states.values())
     if runs is not None:
         out.append(s(f'Module tests:  {runs} run, {cached} from cache', 'dim'))
@@ -127,17 +138,16 @@ def render_timeline(course: Course, ms_states: list[MilestoneState], horizontal:
                     color: bool = False) -> str:
     s = Style(color)
     if horizontal:
-        return ' → '.join(f'{ms.icon} {s(ms.milestone.short, STATE_COLOUR[ms.state])}' for ms in ms_states)
+        return ' → '.join(f'{ms.icon} {s(ms.milestone.short, milestone_look(ms.state).colour)}' for ms in ms_states)
     out = [s('TinyTorch timeline', 'bold'), '│']
     for i, ms in enumerate(ms_states):
         last = i == len(ms_states) - 1
-        note = f'unlocked {ms.unlocked["date"]}' if ms.unlocked else MILESTONE_WORDS[ms.state]
         out.append(f'{"└" if last else "├"}── {ms.icon} {s(ms.milestone.name, "bold")}  '
-                   f'{ms.percent}%  {s(note, STATE_COLOUR[ms.state])}')
+                   f'{ms.percent}%  {s(milestone_note(ms), milestone_look(ms.state).colour)}')
         stem = '    ' if last else '│   '
         for j, st in enumerate(ms.modules):
             branch = '└──' if j == len(ms.modules) - 1 else '├──'
-            out.append(f'{stem}{branch} {st.icon} {s(_module_label(course, st.key), STATE_COLOUR[st.state])}')
+            out.append(f'{stem}{branch} {_mod(s, course, st)}')
         if not last:
             out.append('│')
     return '\n'.join(out)
@@ -152,7 +162,7 @@ def render_module_table(course: Course, states: dict[str, ModuleState], color: b
     for m in course.modules:
         st = states[m.key]
         ms = course.milestone_of(m.key)
-        out.append(f'{m.number:02d}  {s(m.name.ljust(name_w), STATE_COLOUR[st.state])}  '
+        out.append(f'{m.number:02d}  {s(m.name.ljust(name_w), module_look(st.state).colour)}  '
                    f'{(ms.short if ms else "-").ljust(ms_w)}  {st.icon}     {_reason(st)}')
     passing = sum(st.state == 'pass' for st in states.values())
     out.append('')
@@ -171,9 +181,8 @@ def render_markdown(course: Course, states: dict[str, ModuleState], ms_states: l
     """The status as markdown tables (milestones, then modules) for the progress page."""
     out = ['| Milestone | State | Progress | Modules | Capability |', '|---|---|---|---|---|']
     for ms in ms_states:
-        word = (f'unlocked {ms.unlocked["date"]}' if ms.unlocked else MILESTONE_WORDS[ms.state])
         mods = ' · '.join(f'{st.icon} {course.module_by_key[st.key].name}' for st in ms.modules)
-        out.append(f'| {ms.milestone.name} | {ms.icon} {word} | {ms.percent}% `{bar(ms.passing, ms.total, 10)}` '
+        out.append(f'| {ms.milestone.name} | {ms.icon} {milestone_note(ms)} | {ms.percent}% `{bar(ms.passing, ms.total, 10)}` '
                    f'{ms.passing}/{ms.total} | {mods} | {_md_escape(ms.milestone.capability)} |')
     out += ['', '## What I can do', '']
     for ms in ms_states:

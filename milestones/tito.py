@@ -5,11 +5,16 @@
   tito milestone test NAME [--fresh]                  a milestone's module tests + capability test
   tito milestone unlock                               unlock the next milestone when it has earned it
   tito module status | tito module test NAME          one row per module | test one module now
+  tito module reset NAME                              back to the released stubs (your version kept in .tito/saved/)
+  tito course release DIR                             write a learner repository (solutions stubbed) to DIR
+  tito course manifest [--check]                      record (or check) the released test cells' hashes
   tito system doctor                                  environment report from tinytorch.setup
   tito docs build                                     the docs site (milestones/site.py; make docs)
 
-Built on the progress engine (milestones/engine.py), the text renderers (milestones/render.py)
-and the progress page writer (milestones/progress.py). Tested by tests/test_cli.py.
+Built on the progress engine (milestones/engine.py, which also holds the unlock policy: this file
+only parses and prints), the solution-region tools (milestones/solutions.py), the text renderers
+(milestones/render.py) and the progress page writer (milestones/progress.py). Tested by
+tests/test_cli.py and tests/test_release.py.
 Exit codes: 0 success, 1 a check failed, 2 bad usage or unknown name.
 """
 from __future__ import annotations
@@ -19,7 +24,8 @@ import inspect
 import sys
 from pathlib import Path
 
-from .engine import Engine, TitoError, run_capability_test
+from .engine import Engine, TitoError, run_capability_test, STATE_DIR, SAVED_DIR
+from .solutions import SolutionError
 from .render import render_module_table, render_status, render_timeline, use_color, Style
 
 TAIL_LINES = 60
@@ -67,7 +73,8 @@ def cmd_milestone_timeline(args) -> int:
 
 def _module_line(eng: Engine, st) -> str:
     m = eng.course.module_by_key[st.key]
-    how = 'cached' if st.cached else ('not run' if st.state == 'absent' else f'ran in {st.seconds:.1f} s')
+    how = 'cached' if st.cached else ('not run' if st.state in ('absent', 'todo', 'edited', 'untested')
+                                      else f'ran in {st.seconds:.1f} s')
     return f'  {st.icon} {m.label}: {st.reason} ({how})'
 
 
@@ -83,48 +90,51 @@ def cmd_milestone_test(args) -> int:
     modules_ok = all(st.state == 'pass' for st in states.values())
     _print(f'Capability test: {ms.capability_test}  ("{ms.capability}")')
     _progress(f'running pytest {ms.capability_test} ...')
-    cap = run_capability_test(eng.root, ms)
+    cap = run_capability_test(eng.root, ms, stream=sys.stdout if args.live else None)
     _print(f'  {"✅" if cap.ok else "❌"} {cap.summary}')
-    if not cap.ok and cap.output:
+    if not cap.ok and cap.output and not args.live:
         _print(_tail(cap.output))
     if modules_ok and cap.ok:
         _print(f'Result: ✅ {ms.name}: all {len(ms.modules)} modules and the capability test pass')
         return 0
     bad = [eng.course.module_by_key[k].label for k, st in states.items() if st.state != 'pass']
-    parts = ([f'modules not passing: {", ".join(bad)}'] if bad else []) + ([] if cap.ok else ['capability test failed'])
+    cap_word = ('capability test not written yet' if cap.missing else
+                'capability test skipped tests' if cap.skipped and not cap.failed else 'capability test failed')
+    parts = ([f'modules not passing: {", ".join(bad)}'] if bad else []) + ([] if cap.ok else [cap_word])
     _print(f'Result: ❌ {ms.name}: {"; ".join(parts)}')
     return 1
 
 
 def cmd_milestone_unlock(args) -> int:
     eng = _engine(args)
-    unlocked = eng.unlocks()
-    ms = eng.next_locked(unlocked)
-    if ms is None:
+    res = eng.unlock_next(stream=sys.stdout)
+    if res.all_done:
         _print(f'All {len(eng.course.milestones)} milestones are already unlocked: '
-               + ', '.join(f'{m.name} ({unlocked[m.key]["date"]})' for m in eng.course.milestones))
+               + ', '.join(f'{m.name} ({res.unlocked[m.key]["date"]})' for m in eng.course.milestones))
         return 0
-    states = eng.module_states(list(ms.modules))
-    missing = [st for st in states.values() if st.state != 'pass']
-    if missing:
-        _print(f'Cannot unlock {ms.name} yet: {len(missing)} of its {len(ms.modules)} modules '
-               f'{"does" if len(missing) == 1 else "do"} not pass.')
-        for st in missing:
+    ms = res.milestone
+    if res.problems:
+        _print(f'Cannot unlock {ms.name} yet: an earlier milestone regressed.')
+        for p in res.problems:
+            _print(f'  ⚠️ {p}')
+    if res.missing:
+        n = len(res.missing)
+        _print(f'Cannot unlock {ms.name} yet: {n} of its {len(ms.modules)} modules {"does" if n == 1 else "do"} not pass.')
+        words = {'absent': 'not started', 'todo': 'not started', 'locked': 'waiting', 'edited': 'tests edited'}
+        for st in res.missing:
             m = eng.course.module_by_key[st.key]
-            what = 'not started' if st.state == 'absent' else 'failing'
-            _print(f'  {st.icon} {m.label} ({what}): {st.reason}')
+            _print(f'  {st.icon} {m.label} ({words.get(st.state, "failing")}): {st.reason}')
         _print(f'The capability test ({ms.capability_test}) runs once every module passes.')
+    if res.problems or res.missing:
         return 1
-    _progress(f'all {len(ms.modules)} modules of {ms.name} pass; running its capability test {ms.capability_test} ...')
-    cap = run_capability_test(eng.root, ms)
-    if not cap.ok:
+    cap = res.capability
+    if not res.unlocked_now:
         _print(f'Cannot unlock {ms.name} yet: every module passes, but the capability test does not.')
         _print(f'  ❌ {ms.capability_test}: {cap.summary}')
-        if cap.output:
-            _print(_tail(cap.output))
+        for test, why in cap.skipped:
+            _print(f'  skipped: {test}: {why}')
         return 1
-    record = eng.record_unlock(ms.key)
-    _print(f'🔓 Unlocked {ms.name} on {record["date"]} (recorded in {eng.unlocks_path.relative_to(eng.root)}).')
+    _print(f'🔓 Unlocked {ms.name} on {res.record["date"]} (recorded in {eng.unlocks_path.relative_to(eng.root)}).')
     _print(f'  ✅ {ms.capability}')
     for line in ms.i_can:
         _print(f'     ✅ {line}')
@@ -150,14 +160,62 @@ def cmd_module_test(args) -> int:
     eng = _engine(args)
     m = eng.course.find_module(' '.join(args.name))
     st = eng.test_module(m.key)
-    if st.state == 'absent':
+    if st.state in ('absent', 'todo', 'edited'):
         _print(f'{st.icon} {m.label}: {st.reason}')
         return 1
     _print(f'{st.icon} {m.label}: {st.reason} ({st.seconds:.1f} s)')
-    if st.state == 'fail':
-        _print('--- nbdev_test output ---')
+    if st.state != 'pass':
+        _print('--- test output ---')
         _print(st.output.rstrip())
         return 1
+    return 0
+
+
+def cmd_module_reset(args) -> int:
+    from .solutions import reset_module
+    eng = _engine(args)
+    m = eng.course.find_module(' '.join(args.name))
+    nb, saved = reset_module(eng.course, m, eng.saved_dir)
+    rel = lambda p: p.relative_to(eng.root) if eng.root in p.parents else p
+    _print(f'{m.label}: {rel(nb)} is back to its stubs.' + (f' Your version is kept at {rel(saved)}.' if saved else ''))
+    from .testrun import _tool
+    import subprocess
+    p = subprocess.run([_tool('nbdev_export')], cwd=eng.root, capture_output=True, text=True)
+    if p.returncode != 0:
+        raise TitoError(f'nbdev_export failed after the reset; run it yourself to see why:\n{p.stdout}{p.stderr}')
+    _print(f'Re-exported {eng.course.lib_path.relative_to(eng.root)}/ with nbdev_export.')
+    return 0
+
+
+# --------------------------------------------------------------------------- course (instructors)
+
+def cmd_course_release(args) -> int:
+    from .solutions import release
+    eng = _engine(args)
+    summary = release(eng.course, args.dest, progress=_progress)
+    _print(f'Wrote a learner repository to {summary["dest"]}: {summary["notebooks"]} notebooks, '
+           f'{summary["regions"]} solution regions replaced by stubs, one git commit; checked that none of '
+           f'{summary["checked_lines"]} solution lines appears in any file or git object.')
+    _print(f'Next: cd {summary["dest"]} && make milestone-status')
+    return 0
+
+
+def cmd_course_manifest(args) -> int:
+    from .solutions import MANIFEST, build_manifest, load_manifest
+    from .engine import atomic_write_json
+    eng = _engine(args)
+    want = build_manifest(eng.course)
+    if args.check:
+        have = load_manifest(eng.root)
+        if have == want:
+            _print(f'{MANIFEST} matches the notebooks and protected tests')
+            return 0
+        changed = sorted(k for k in set(want['modules']) | set((have or {}).get('modules', {}))
+                         if (have or {}).get('modules', {}).get(k) != want['modules'].get(k))
+        _print(f'{MANIFEST} is out of date for: {", ".join(changed) or "its format"}; run `tito course manifest`')
+        return 1
+    atomic_write_json(eng.root / MANIFEST, want)
+    _print(f'Wrote {MANIFEST} ({len(want["modules"])} modules)')
     return 0
 
 
@@ -219,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 'unlock your progress through the course.')
     p.add_argument('--root', type=Path, default=None,
                    help='project folder (default: the nearest folder holding milestones/milestones.json)')
-    groups = p.add_subparsers(dest='group', metavar='{milestone,module,system,docs}')
+    groups = p.add_subparsers(dest='group', metavar='{milestone,module,course,system,docs}')
 
     g = groups.add_parser('milestone', help='milestone status, timeline, tests and unlocks')
     g.set_defaults(group_parser=g)
@@ -234,18 +292,32 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser('test', help="run a milestone's module tests and its capability test")
     c.add_argument('name', nargs='+', help='milestone key, name or short name, e.g. foundation or Neural Architecture')
     c.add_argument('--fresh', action='store_true', help='re-run module tests even when cached')
+    c.add_argument('--live', action='store_true', help="show the capability test's output as it runs")
     c.set_defaults(func=cmd_milestone_test)
     c = sub.add_parser('unlock', help='unlock the next milestone if its modules and capability test pass')
     c.set_defaults(func=cmd_milestone_unlock)
 
     g = groups.add_parser('module', help='one module at a time')
     g.set_defaults(group_parser=g)
-    sub = g.add_subparsers(dest='command', metavar='{status,test}')
+    sub = g.add_subparsers(dest='command', metavar='{status,test,reset}')
     c = sub.add_parser('status', help='table of all modules and their state')
     c.set_defaults(func=cmd_module_status)
-    c = sub.add_parser('test', help="run one module's notebook tests now (uncached)")
+    c = sub.add_parser('test', help="run one module's notebook tests and protected tests now (uncached)")
     c.add_argument('name', nargs='+', help='module key, name, notebook or number, e.g. tensor, Tensors, 02_tensor, 2')
     c.set_defaults(func=cmd_module_test)
+    c = sub.add_parser('reset', help=f'put a module back to its released stubs (your version is kept in {STATE_DIR}/{SAVED_DIR}/)')
+    c.add_argument('name', nargs='+', help='module key, name, notebook or number')
+    c.set_defaults(func=cmd_module_reset)
+
+    g = groups.add_parser('course', help='for instructors: release a learner repository, keep the manifest')
+    g.set_defaults(group_parser=g)
+    sub = g.add_subparsers(dest='command', metavar='{release,manifest}')
+    c = sub.add_parser('release', help='write a learner repository (solutions replaced by stubs) to DEST')
+    c.add_argument('dest', type=Path, help='a new (or empty) folder')
+    c.set_defaults(func=cmd_course_release)
+    c = sub.add_parser('manifest', help='write milestones/manifest.json (hashes of the released tests)')
+    c.add_argument('--check', action='store_true', help='only check that it is up to date')
+    c.set_defaults(func=cmd_course_manifest)
 
     g = groups.add_parser('system', help='this machine')
     g.set_defaults(group_parser=g)
@@ -284,6 +356,9 @@ def main(argv=None) -> int:
     except TitoError as e:
         print(f'tito: {e}', file=sys.stderr)
         return e.code
+    except SolutionError as e:
+        print(f'tito: {e}', file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print('tito: interrupted', file=sys.stderr)
         return 130

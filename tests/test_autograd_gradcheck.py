@@ -255,8 +255,8 @@ def test_softmax_layernorm_compositions(shape, data, seed):
         e = (x - Tensor(x.data.max(axis=axis, keepdims=True))).exp()
         return e / e.sum(axis=axis, keepdims=True)
     def log_softmax(x):
-        z = x - x.max(axis=axis, keepdims=True)
-        return z - z.exp().sum(axis=axis, keepdims=True).log()
+        shifted = x - x.max(axis=axis, keepdims=True)
+        return shifted - shifted.exp().sum(axis=axis, keepdims=True).log()
     def layernorm(x):
         c = x - x.mean(axis=axis, keepdims=True)
         return c / ((c * c).mean(axis=axis, keepdims=True) + 1e-5).sqrt()

@@ -17,6 +17,8 @@ def _snapshot(root: Path) -> dict:
 def _make_consistent(root: Path):
     for tool in ('nbdev_clean', 'nbdev_export'):
         subprocess.run([str(BIN / tool)], cwd=root, check=True, capture_output=True)
+    subprocess.run([sys.executable, '-m', 'milestones.tito', '--root', str(root), 'course', 'manifest'], check=True,
+                   capture_output=True)
 
 
 def test_sync_check_passes_then_names_unclean_and_stale_files(project):
@@ -36,6 +38,7 @@ def test_sync_check_passes_then_names_unclean_and_stale_files(project):
     assert 'nbdev_export would change: tinytorch/beta.py' in text
     assert 'stale generated files: tinytorch/gamma.py' in text
     assert 'nbdev_clean && nbdev_export' in text
+    assert 'milestones/manifest.json is out of date for: gamma' in text
     assert _snapshot(project.root) == before  # the check worked on a copy
 
 
@@ -45,7 +48,7 @@ def test_summary_line_counts_notebooks_and_pytest(project, capsys):
     assert code == 1
     assert '✅ nbs/01_alpha.ipynb' in out and '❌ nbs/03_gamma.ipynb' in out
     assert 'expected 21, got 20' in out  # the failing notebook's output is shown
-    assert out.rstrip().splitlines()[-1] == 'summary: 3 passed, 1 failed'  # 2 notebooks + 1 pytest test
+    assert out.rstrip().splitlines()[-1] == 'summary: 6 passed, 1 failed'  # 2 notebooks + 4 pytest tests
 
 
 def test_all_green_exits_zero(project, capsys):
@@ -53,17 +56,29 @@ def test_all_green_exits_zero(project, capsys):
     nb.write_text(nb.read_text().replace('z == 21', 'z == 20'))
     code = testrun.main(['--root', str(project.root), '--skip-sync'])
     assert code == 0
-    assert capsys.readouterr().out.rstrip().splitlines()[-1] == 'summary: 4 passed, 0 failed'
+    assert capsys.readouterr().out.rstrip().splitlines()[-1] == 'summary: 7 passed, 0 failed'
 
 
 def test_no_tests_collected_is_a_failure(project, capsys):
     (project.root / 'tests/capability/test_first.py').unlink()
+    for t in (project.root / 'tests/modules').iterdir():
+        t.unlink()
     for nb in ('02_beta', '03_gamma'):
         (project.root / f'nbs/{nb}.ipynb').unlink()
     code = testrun.main(['--root', str(project.root), '--skip-sync'])
     out = capsys.readouterr().out
     assert code == 1 and 'collected no tests' in out
     assert out.rstrip().splitlines()[-1] == 'summary: 1 passed, 1 failed'
+
+
+def test_manifest_check_names_the_module_whose_tests_changed(project):
+    _make_consistent(project.root)
+    assert testrun._manifest_check(project.root) is None
+    nb = project.root / 'nbs/02_beta.ipynb'
+    nb.write_text(nb.read_text().replace('assert y == 2', 'assert y == 2 or True'))
+    assert testrun._manifest_check(project.root) == 'milestones/manifest.json is out of date for: beta'
+    (project.root / 'milestones/manifest.json').unlink()
+    assert testrun._manifest_check(project.root) == 'milestones/manifest.json is missing'
 
 
 def test_pytest_summary_parsing():

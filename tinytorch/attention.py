@@ -106,17 +106,19 @@ class MultiHeadAttention(Module):
         if x.ndim != 3 or x.shape[-1] != self.embed_dim:
             raise ValueError(f"MultiHeadAttention expected {name} of shape (N, T, {self.embed_dim}), got {x.shape}")
 
-    ### BEGIN SOLUTION
     def _split_heads(self, x: Tensor) -> Tensor:
         "(N, T, embed_dim) → (N, h, T, d)"
+        ### BEGIN SOLUTION
         N, T, _ = x.shape
         return x.reshape(N, T, self.num_heads, self.head_dim).permute(0, 2, 1, 3)
+        ### END SOLUTION
 
     def _merge_heads(self, x: Tensor) -> Tensor:
         "(N, h, T, d) → (N, T, embed_dim)"
+        ### BEGIN SOLUTION
         N, _, T, _ = x.shape
         return x.permute(0, 2, 1, 3).reshape(N, T, self.embed_dim)
-    ### END SOLUTION
+        ### END SOLUTION
 
     def forward(self, query, key=None, value=None, mask=None, need_weights: bool = False):
         "Attend from `query` `(N, Tq, E)` to `key`/`value` `(N, Tk, E)` (default: `query`)."

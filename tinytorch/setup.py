@@ -342,18 +342,25 @@ def format_system_report(report: dict, unicode: bool = True) -> str:
 def print_system_report(report: dict | None = None, file=None, write: bool = True) -> dict:
     "Print `report`; with none given, measure afresh and (if `write`) store it first. What `tito system doctor` runs."
     out = file or sys.stdout
-    written = None
+    saved = None
     if report is None:
         report = system_report()
-        if write: written = write_system_report(report=report)
+        if write: saved = _try_write(report)
     print(format_system_report(report, unicode=_can_encode(out, "✅❌⚡")), file=out)
-    if written: print(f"  Report written to {written}", file=out)
+    if saved: print(saved, file=out)
     return report
+
+def _try_write(report: dict, path=None) -> str:
+    "Store the report; a folder we may not write to is a note, not a crash (the numbers were still measured)."
+    try: return f"  Report written to {write_system_report(path, report=report)}"
+    except OSError as e:
+        where = path or default_report_path()
+        return f"  Report not saved: cannot write {where} ({e.strerror or e}); the results above are still valid."
 
 def doctor(path: str | Path | None = None, file=None) -> int:
     "Check, measure, store the report at `path` and print it. Exit code: 0 if every check passed, else 1."
     report = system_report()
-    written = write_system_report(path, report=report)
+    saved = _try_write(report, path)
     print_system_report(report, file=file)
-    print(f"  Report written to {written}", file=file or sys.stdout)
+    print(saved, file=file or sys.stdout)
     return 0 if report["ok"] else 1
