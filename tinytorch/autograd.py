@@ -372,7 +372,7 @@ def zero_grad(self: Tensor, set_to_none: bool = True):
     else: self.grad.data[...] = 0
 
 # %% ../nbs/09_autograd.ipynb #6e277bde
-from .spatial import Im2Col, WindowMax, BatchNorm, window_slice
+from .spatial import Im2Col, WindowMax, BatchNorm, window_slice, over_channels
 
 def _crop(dx: np.ndarray, padding, in_shape, channel_major: bool = True) -> np.ndarray:
     "The NCHW view of the gradient `dx` (C, N, H+2ph, W+2pw), or (N, C, ...), of a padded input, without the padding."
@@ -391,11 +391,13 @@ def backward(self: Im2Col, grad):
     overlap = sh < kh or sw < kw
     covered = (sh, sw) == (kh, kw) and (H, W) == (oh * kh, ow * kw)   # windows tile the input exactly
     dx = np.empty((C, N, H, W), grad.dtype) if covered else np.zeros((C, N, H, W), grad.dtype)
-    for u in range(kh):
-        for v in range(kw):
-            target = window_slice(u, v, (oh, ow), (sh, sw))
-            if overlap: dx[target] += grad[:, u, v]
-            else: dx[target] = grad[:, u, v]
+    def add_slabs(c):                                                 # channels c: independent of the others
+        for u in range(kh):
+            for v in range(kw):
+                target = dx[c][window_slice(u, v, (oh, ow), (sh, sw))]
+                if overlap: target += grad[c, u, v]
+                else: target[...] = grad[c, u, v]
+    over_channels(add_slabs, C, grad.size)                            # blocks of channels on all cores
     return (_crop(dx, (ph, pw), self.in_shape),)
     ### END SOLUTION
 

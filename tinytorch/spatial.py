@@ -4,15 +4,17 @@
 
 # %% ../nbs/06_spatial.ipynb #df63569c
 from __future__ import annotations
-import numbers
+import numbers, os
+from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from .tensor import Tensor, Function
 from .layers import Module, Parameter, kaiming_uniform
 
 # %% auto #0
-__all__ = ['conv_output_size', 'conv2d_naive', 'Im2Col', 'im2col', 'conv2d', 'Conv2d', 'window_slice', 'WindowMax', 'max_pool2d',
-           'avg_pool2d', 'MaxPool2d', 'AvgPool2d', 'Flatten', 'BatchNorm', 'BatchNorm2d']
+__all__ = ['conv_output_size', 'conv2d_naive', 'num_threads', 'over_channels', 'Im2Col', 'im2col', 'conv2d', 'Conv2d',
+           'window_slice', 'WindowMax', 'max_pool2d', 'avg_pool2d', 'MaxPool2d', 'AvgPool2d', 'Flatten', 'BatchNorm',
+           'BatchNorm2d']
 
 # %% ../nbs/06_spatial.ipynb #65b66e5e
 def _pair(value, name: str, owner: str, minimum: int = 1) -> tuple:
@@ -49,6 +51,25 @@ def conv2d_naive(x, weight, bias=None, stride=1, padding=0) -> np.ndarray:
     ### END SOLUTION
     return out
 
+# %% ../nbs/06_spatial.ipynb #913a2cc7
+def num_threads() -> int:
+    "Threads for TinyTorch's own parallel copies: $TINYTORCH_NUM_THREADS, else the BLAS thread setting, else the cores."
+    for var in ('TINYTORCH_NUM_THREADS', 'OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS'):
+        if (v := os.environ.get(var, '')).isdigit() and int(v) > 0: return int(v)
+    return os.cpu_count() or 1
+
+_pool = None
+
+def over_channels(fn, channels: int, size: int, min_size: int = 1 << 20):
+    "Call `fn(block)` for slices `block` covering range(channels), in parallel threads when `size` values are worth it."
+    global _pool
+    n = min(num_threads(), channels)
+    if n < 2 or size < min_size:
+        fn(slice(0, channels)); return
+    if _pool is None or _pool._max_workers < n: _pool = ThreadPoolExecutor(n, thread_name_prefix='tinytorch')
+    bounds = [channels * k // n for k in range(n + 1)]
+    for f in [_pool.submit(fn, slice(lo, hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]: f.result()
+
 # %% ../nbs/06_spatial.ipynb #de573fa6
 class Im2Col(Function):
     "All `kernel_size` windows of an NCHW array at `stride`, after padding with `pad_value`, copied out as (C, KH, KW, N, OH, OW)."
@@ -61,10 +82,14 @@ class Im2Col(Function):
         if ph or pw:                                              # pad in that layout: one copy along memory
             padded = (C, N, H + 2 * ph, W + 2 * pw)
             xp = np.zeros(padded, x.dtype) if pad_value == 0 else np.full(padded, pad_value, x.dtype)
-            xp[:, :, ph:ph + H, pw:pw + W] = xc
+            inner = xp[:, :, ph:ph + H, pw:pw + W]
+            over_channels(lambda c: np.copyto(inner[c], xc[c]), C, xp.size)
             xc = xp
         windows = sliding_window_view(xc, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]   # view (C, N, OH, OW, KH, KW)
-        return np.ascontiguousarray(windows.transpose(0, 4, 5, 1, 2, 3))           # the one big copy
+        windows = windows.transpose(0, 4, 5, 1, 2, 3)                               # (C, KH, KW, N, OH, OW)
+        cols = np.empty(windows.shape, x.dtype)
+        over_channels(lambda c: np.copyto(cols[c], windows[c]), C, cols.size)      # the one big copy
+        return cols
         ### END SOLUTION
 
 def _check_nchw(x, owner: str) -> Tensor:
