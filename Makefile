@@ -33,7 +33,7 @@ test: $(STAMP) ## check notebooks are clean and exported, run nbdev_test and pyt
 milestone-status: $(STAMP) ## test modules (cached), print milestone status, write progress.md and timeline.svg
 	@$(BIN)/tito milestone status --write-docs
 
-docs: $(STAMP) ## build the HTML docs site into _docs/ (Quarto when installed, else the built-in renderer)
+docs: $(STAMP) ## build the docs site into _docs/, offline: every notebook run once, then Quarto (nbdev_docs) if installed, else nbconvert
 	@$(BIN)/tito docs build
 
 bench: $(STAMP) ## time TinyTorch against PyTorch CPU (installs torch into .venv when it can)

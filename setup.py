@@ -14,7 +14,7 @@ setuptools.setup(
     license=cfg['license'],
     python_requires=f">={cfg['min_python']}",
     packages=setuptools.find_packages(include=['tinytorch', 'tinytorch.*', 'milestones', 'milestones.*']),
-    package_data={'tinytorch': ['data/*'], 'milestones': ['*.json']},
+    package_data={'tinytorch': ['data/*'], 'milestones': ['*.json', 'templates/*', 'templates/*/*']},
     include_package_data=True,
     install_requires=cfg['requirements'].split(),
     extras_require={'dev': cfg['dev_requirements'].split(), 'images': cfg['images_requirements'].split()},

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import notebook
+from fake_project import notebook
 from milestones import engine
 from milestones.tito import main
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from milestones import engine
-from conftest import notebook
+from fake_project import notebook
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -27,6 +27,16 @@ def pytest_collection_modifyitems(session, config, items):
 
 
 @pytest.fixture(scope='session')
+def fashion_mnist():
+    "(train, test) Fashion-MNIST datasets; skips with instructions when the data is missing."
+    from tinytorch.dataloader import DatasetNotFoundError, FashionMNIST
+    try:
+        return FashionMNIST(train=True), FashionMNIST(train=False)
+    except DatasetNotFoundError as e:
+        pytest.skip(f"{FASHION_MISSING} Details: {e}")
+
+
+@pytest.fixture(scope='session')
 def fashion_checkpoint():
     "Path of the cached Fashion-MNIST CNN checkpoint (trained on first use); skips when the data is missing."
     from tinytorch.dataloader import DatasetNotFoundError

@@ -31,7 +31,6 @@ from tinytorch.dataloader import (DataLoader, TensorDataset, Digits, FashionMNIS
 from tinytorch.autograd import no_grad
 from tinytorch.optimizers import Adam, SGD, CosineWarmupLR
 from tinytorch.training import Trainer, CrossEntropyLoss, accuracy, fashion_cnn, fashion_cnn_checkpoint, load_checkpoint
-from conftest import FASHION_MISSING
 from cifar_data import cifar10_root, CifarMissing
 
 
@@ -67,11 +66,8 @@ def test_mlp_on_embedded_digits():
     assert seconds < 60, "the digits MLP should train in seconds"
 
 
-def test_cnn_on_full_fashion_mnist():
-    try:
-        train, test = FashionMNIST(train=True), FashionMNIST(train=False)
-    except DatasetNotFoundError as e:
-        pytest.skip(f"{FASHION_MISSING} Details: {e}")
+def test_cnn_on_full_fashion_mnist(fashion_mnist):
+    train, test = fashion_mnist
     assert (len(train), len(test)) == (60000, 10000)
     start = time.perf_counter()
     path = fashion_cnn_checkpoint(retrain=True)          # trains for real, and caches it for later milestones
