@@ -69,11 +69,14 @@ def cifar_archive(path, records=2, extra=()):
 
 @pytest.fixture
 def clean_env(tmp_path, monkeypatch):
-    """No TINYTORCH_DATA, a private empty user cache, and no system folders."""
+    """No TINYTORCH_DATA, a private empty user cache, and no system folders. The hand-written files are
+    not the published ones, so the published checksums are switched off too (tests that download set their own)."""
     monkeypatch.delenv('TINYTORCH_DATA', raising=False)
     monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path / 'cache'))
-    monkeypatch.setattr(FashionMNIST, 'system_dirs', ())
-    monkeypatch.setattr(MNIST, 'system_dirs', ())
+    for cls in (FashionMNIST, MNIST):
+        monkeypatch.setattr(cls, 'system_dirs', ())
+        monkeypatch.setattr(cls, 'resources', {})
+        monkeypatch.setattr(cls, 'raw_sha256', {})
     return tmp_path
 
 
@@ -183,13 +186,19 @@ def test_not_found_lists_every_place_and_the_way_to_get_it(clean_env, monkeypatc
     monkeypatch.setenv('TINYTORCH_DATA', str(clean_env / 'env'))
     monkeypatch.setattr(FashionMNIST, 'system_dirs', (clean_env / 'debian',))
     with pytest.raises(DatasetNotFoundError) as info:
+        FashionMNIST()
+    msg = str(info.value)
+    for expected in (f"1. $TINYTORCH_DATA: {clean_env / 'env'}", f"2. $TINYTORCH_DATA: {clean_env / 'env' / 'fashion-mnist'}",
+                     f"3. user cache: {clean_env / 'cache' / 'tinytorch' / 'fashion-mnist'}",
+                     f"4. system: {clean_env / 'debian'}", "apt-get install dataset-fashion-mnist", "download=True"):
+        assert expected in msg, (expected, msg)
+    with pytest.raises(DatasetNotFoundError) as info:          # a given root is the only place searched
         FashionMNIST(root=clean_env / 'mine')
     msg = str(info.value)
-    for expected in (f"1. root: {clean_env / 'mine'}", f"2. root: {clean_env / 'mine' / 'fashion-mnist'}",
-                     f"3. $TINYTORCH_DATA: {clean_env / 'env'}", f"4. $TINYTORCH_DATA: {clean_env / 'env' / 'fashion-mnist'}",
-                     f"5. user cache: {clean_env / 'cache' / 'tinytorch' / 'fashion-mnist'}",
-                     f"6. system: {clean_env / 'debian'}", "apt-get install dataset-fashion-mnist", "download=True"):
+    for expected in (f"1. root: {clean_env / 'mine'} (no such folder)", f"2. root: {clean_env / 'mine' / 'fashion-mnist'}",
+                     "only it was searched", "download=True"):
         assert expected in msg, (expected, msg)
+    assert '$TINYTORCH_DATA' not in msg.split('only it was searched')[0]
 
 
 def test_debian_location_is_the_last_place_searched():

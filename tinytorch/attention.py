@@ -6,7 +6,7 @@
 from __future__ import annotations
 import math, numbers
 import numpy as np
-from .tensor import Tensor, Expand, concat, where, get_rng
+from .tensor import Tensor, Expand, concat, where, get_rng, broadcast_shape
 from .activations import softmax, gelu
 from .layers import Module, ModuleList, Parameter, Linear, Dropout
 
@@ -20,7 +20,12 @@ def _to_tensor(x, name: str) -> Tensor:
     "Accept Tensors and array-likes for a float input, naming the argument in errors."
     if isinstance(x, Tensor): return x
     try: return Tensor(x)
-    except TypeError as e: raise TypeError(f"{name} must be a Tensor or an array, got {type(x).__name__}") from e
+    except TypeError as e: raise TypeError(f"{name} must be a Tensor or an array of numbers, got {type(x).__name__}: {e}") from None
+
+def _positive_int(value, name: str, owner: str) -> int:
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{owner}: {name} must be a positive int, got {value!r}")
+    return int(value)
 
 def _mask_array(mask, shape: tuple) -> np.ndarray:
     "The mask as a boolean NumPy array broadcast to `shape`, or an error naming both shapes."
@@ -42,6 +47,13 @@ def scaled_dot_product_attention(q, k, v, mask=None, dropout=None):
         raise ValueError(f"q and k must have the same feature size d: q is {q.shape}, k is {k.shape}")
     if k.shape[-2] != v.shape[-2]:
         raise ValueError(f"k and v must have the same number of positions Tk: k is {k.shape}, v is {v.shape}")
+    for a, b, ta, tb in (("q", "k", q, k), ("k", "v", k, v), ("q", "v", q, v)):
+        try: broadcast_shape(ta.shape[:-2], tb.shape[:-2])
+        except ValueError:
+            raise ValueError(f"{a} and {b} must have the same batch dimensions (before (T, d)), or ones that broadcast: "
+                             f"{a} is {ta.shape}, {b} is {tb.shape}") from None
+    if dropout is not None and not callable(dropout):
+        raise TypeError(f"dropout must be a callable such as Dropout(p), got {type(dropout).__name__}")
     ### BEGIN SOLUTION
     scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1]))
     if mask is None:
@@ -62,6 +74,7 @@ def causal_mask(T: int) -> Tensor:
 
 def padding_mask(lengths, T: int) -> Tensor:
     "Boolean `(N, 1, T)` mask: in sequence `i`, the first `lengths[i]` keys are real, the rest padding."
+    if not isinstance(T, numbers.Integral) or isinstance(T, bool) or T < 1: raise ValueError(f"padding_mask needs a positive int T, got {T!r}")
     lengths = np.asarray(lengths.data if isinstance(lengths, Tensor) else lengths)
     if lengths.ndim != 1 or lengths.dtype.kind not in 'iu':
         raise ValueError(f"lengths must be a 1-d array of ints, got shape {lengths.shape} and dtype {lengths.dtype}")
@@ -86,12 +99,15 @@ def combine_masks(*masks) -> Tensor:
     return Tensor(out)
 
 # %% ../nbs/07_attention.ipynb #57d79b8a
+def _same_meaning_both_ways(m: np.ndarray) -> bool:
+    "A square mask read as (Tq, Tk) or as (N, Tk) gives the same attention: all rows equal, or exactly causal."
+    return bool((m == m[:1]).all()) or bool((m == np.tri(*m.shape, dtype=bool)).all())
+
 class MultiHeadAttention(Module):
     "Multi-head attention with `num_heads` heads of size `embed_dim // num_heads`, all computed in one batched call."
     def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True):
         super().__init__()
-        if not isinstance(embed_dim, numbers.Integral) or not isinstance(num_heads, numbers.Integral) or embed_dim < 1 or num_heads < 1:
-            raise ValueError(f"embed_dim and num_heads must be positive ints, got {embed_dim!r} and {num_heads!r}")
+        _positive_int(embed_dim, "embed_dim", "MultiHeadAttention"); _positive_int(num_heads, "num_heads", "MultiHeadAttention")
         if embed_dim % num_heads != 0:
             raise ValueError(f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads})")
         self.embed_dim, self.num_heads, self.head_dim = embed_dim, num_heads, embed_dim // num_heads
@@ -120,7 +136,41 @@ class MultiHeadAttention(Module):
         return x.permute(0, 2, 1, 3).reshape(N, T, self.embed_dim)
         ### END SOLUTION
 
-    def forward(self, query, key=None, value=None, mask=None, need_weights: bool = False):
+    def _combined_mask(self, mask, key_padding_mask, N: int, Tq: int, Tk: int):
+        "One boolean mask (True = may attend) from an attention `mask` and a `key_padding_mask` (True = padding)."
+        if mask is not None:
+            m = mask.data if isinstance(mask, Tensor) else np.asarray(mask)
+            if m.dtype != np.bool_:
+                raise TypeError(f"MultiHeadAttention: mask must be boolean (True = may attend), got dtype {m.dtype}")
+            if m.ndim > 4:
+                raise ValueError(f"MultiHeadAttention: mask must have at most 4 dims (N, h, Tq, Tk), got shape {m.shape}")
+            if m.ndim == 2 and m.shape == (N, Tk) and m.shape != (Tq, Tk):
+                raise ValueError(f"MultiHeadAttention: a 2-D mask is a (Tq, Tk) = ({Tq}, {Tk}) attention mask, but this one "
+                                 f"has shape {m.shape} = (N, Tk): for key padding pass key_padding_mask= (True = padding, "
+                                 "as in PyTorch), or mask[:, None, :] (True = may attend)")
+            if m.ndim == 2 and N == Tq and m.shape == (Tq, Tk) and not _same_meaning_both_ways(m):
+                raise ValueError(f"MultiHeadAttention: a 2-D mask of shape {m.shape} is ambiguous here because the batch size "
+                                 f"N = {N} equals Tq = {Tq}: it could be a (Tq, Tk) attention mask or an (N, Tk) key-padding "
+                                 "mask. Pass an attention mask as mask[None] (shape (1, Tq, Tk)), and key padding as "
+                                 "key_padding_mask= (True = padding, as in PyTorch)")
+            if m.ndim == 3: m = m[:, None]    # (N, Tq, Tk) → (N, 1, Tq, Tk): the same mask for every head
+        else: m = None
+        if key_padding_mask is not None:
+            kp = key_padding_mask.data if isinstance(key_padding_mask, Tensor) else np.asarray(key_padding_mask)
+            if kp.dtype != np.bool_:
+                raise TypeError(f"MultiHeadAttention: key_padding_mask must be boolean (True = padding), got dtype {kp.dtype}")
+            if kp.shape != (N, Tk):
+                raise ValueError(f"MultiHeadAttention: key_padding_mask must have shape (N, Tk) = ({N}, {Tk}), got {kp.shape}")
+            if kp.all(axis=1).any():
+                i = int(np.argmax(kp.all(axis=1)))
+                raise ValueError(f"MultiHeadAttention: key_padding_mask marks every key of sequence {i} as padding "
+                                 "(True = padding, as in PyTorch), so it has nothing to attend to. If your mask says "
+                                 "True for real tokens (like padding_mask()), pass ~mask")
+            allowed = ~kp[:, None, None, :]                        # (N, 1, 1, Tk)
+            m = allowed if m is None else np.logical_and(m, allowed)
+        return m
+
+    def forward(self, query, key=None, value=None, mask=None, need_weights: bool = False, key_padding_mask=None):
         "Attend from `query` `(N, Tq, E)` to `key`/`value` `(N, Tk, E)` (default: `query`)."
         query = _to_tensor(query, "query")
         key = query if key is None else _to_tensor(key, "key")
@@ -129,9 +179,7 @@ class MultiHeadAttention(Module):
         if key.shape != value.shape: raise ValueError(f"key and value must have the same shape, got {key.shape} and {value.shape}")
         if key.shape[0] != query.shape[0]:
             raise ValueError(f"query and key must have the same batch size, got {query.shape} and {key.shape}")
-        if mask is not None:
-            m = mask.data if isinstance(mask, Tensor) else np.asarray(mask)
-            if m.ndim == 3: mask = m[:, None]    # (N, Tq, Tk) → (N, 1, Tq, Tk): the same mask for every head
+        mask = self._combined_mask(mask, key_padding_mask, query.shape[0], query.shape[1], key.shape[1])
         ### BEGIN SOLUTION
         q = self._split_heads(self.q_proj(query))
         k = self._split_heads(self.k_proj(key))
@@ -147,14 +195,18 @@ class LayerNorm(Module):
     def __init__(self, normalized_shape, eps: float = 1e-5):
         super().__init__()
         shape = (normalized_shape,) if isinstance(normalized_shape, numbers.Integral) else tuple(normalized_shape)
-        if not shape or not all(isinstance(s, numbers.Integral) and s > 0 for s in shape):
-            raise ValueError(f"normalized_shape must be a positive int or a tuple of them, got {normalized_shape!r}")
+        if not shape or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s > 0 for s in shape):
+            raise ValueError(f"LayerNorm: normalized_shape must be a positive int or a tuple of them, got {normalized_shape!r}")
+        if not isinstance(eps, numbers.Real) or isinstance(eps, bool) or not math.isfinite(eps) or eps <= 0:
+            raise ValueError(f"LayerNorm: eps must be a finite number > 0 (it keeps 1/sqrt(var + eps) finite for a "
+                             f"constant input), got {eps!r}")
         self.normalized_shape, self.eps = tuple(int(s) for s in shape), float(eps)
         self.weight = Parameter(np.ones(self.normalized_shape, np.float32))
         self.bias = Parameter(np.zeros(self.normalized_shape, np.float32))
 
     def forward(self, x):
         x = _to_tensor(x, "x")
+        if x.dtype.kind != 'f': raise TypeError(f"LayerNorm expects a floating-point input, got dtype {x.dtype}")
         n = len(self.normalized_shape)
         if x.shape[x.ndim - n:] != self.normalized_shape or x.ndim < n:
             raise ValueError(f"LayerNorm expected input of shape (..., {', '.join(map(str, self.normalized_shape))}), got {x.shape}")
@@ -222,6 +274,9 @@ class TransformerBlock(Module):
     "Pre-norm transformer encoder block: `x + attn(norm1(x))`, then `x + mlp(norm2(x))` with a GELU MLP."
     def __init__(self, embed_dim: int, num_heads: int, mlp_ratio: float = 4, dropout: float = 0.0):
         super().__init__()
+        _positive_int(embed_dim, "embed_dim", "TransformerBlock")
+        if not isinstance(mlp_ratio, numbers.Real) or isinstance(mlp_ratio, bool) or not math.isfinite(mlp_ratio) or mlp_ratio <= 0:
+            raise ValueError(f"TransformerBlock: mlp_ratio must be a finite number > 0, got {mlp_ratio!r}")
         hidden = int(round(embed_dim * mlp_ratio))
         if hidden < 1: raise ValueError(f"mlp_ratio={mlp_ratio} gives an empty MLP for embed_dim={embed_dim}")
         self.embed_dim = embed_dim
@@ -232,19 +287,19 @@ class TransformerBlock(Module):
         self.fc2 = Linear(hidden, embed_dim)
         self.dropout = Dropout(dropout)
 
-    def forward(self, x, mask=None):
+    def forward(self, x, mask=None, key_padding_mask=None):
         ### BEGIN SOLUTION
-        x = x + self.dropout(self.attn(self.norm1(x), mask=mask))
+        x = x + self.dropout(self.attn(self.norm1(x), mask=mask, key_padding_mask=key_padding_mask))
         x = x + self.dropout(self.fc2(self.dropout(gelu(self.fc1(self.norm2(x))))))
         return x
         ### END SOLUTION
 
 # %% ../nbs/07_attention.ipynb #a4a9778c
-def _pair(v, name: str) -> tuple:
-    v = (v, v) if isinstance(v, numbers.Integral) else tuple(v)
-    if len(v) != 2 or not all(isinstance(s, numbers.Integral) and s > 0 for s in v):
-        raise ValueError(f"{name} must be a positive int or a pair of them, got {v!r}")
-    return tuple(int(s) for s in v)
+def _pair(v, name: str, owner: str = "PatchEmbedding") -> tuple:
+    pair = (v, v) if isinstance(v, numbers.Integral) else tuple(v) if isinstance(v, (tuple, list)) else None
+    if pair is None or len(pair) != 2 or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s > 0 for s in pair):
+        raise ValueError(f"{owner}: {name} must be a positive int or a pair of them, got {v!r}")
+    return tuple(int(s) for s in pair)
 
 class PatchEmbedding(Module):
     "Cut `(N, C, H, W)` images into `patch_size` patches and project each to `embed_dim`: `(N, num_patches, embed_dim)`."
@@ -254,7 +309,8 @@ class PatchEmbedding(Module):
         (H, W), (ph, pw) = self.image_size, self.patch_size
         if H % ph or W % pw:
             raise ValueError(f"image_size {self.image_size} must be divisible by patch_size {self.patch_size}")
-        self.in_channels, self.embed_dim = in_channels, embed_dim
+        self.in_channels = _positive_int(in_channels, "in_channels", "PatchEmbedding")
+        self.embed_dim = _positive_int(embed_dim, "embed_dim", "PatchEmbedding")
         self.grid = (H // ph, W // pw)
         self.num_patches = self.grid[0] * self.grid[1]
         self.proj = Linear(in_channels * ph * pw, embed_dim)
@@ -281,8 +337,11 @@ class ViT(Module):
                  embed_dim: int = 64, depth: int = 2, num_heads: int = 4, mlp_ratio: float = 4,
                  dropout: float = 0.0, pool: str = 'cls'):
         super().__init__()
-        if pool not in ('cls', 'mean'): raise ValueError(f"pool must be 'cls' or 'mean', got {pool!r}")
-        if not isinstance(depth, numbers.Integral) or depth < 1: raise ValueError(f"depth must be a positive int, got {depth!r}")
+        if pool not in ('cls', 'mean'): raise ValueError(f"ViT: pool must be 'cls' or 'mean', got {pool!r}")
+        for name, value in (("depth", depth), ("num_classes", num_classes), ("embed_dim", embed_dim), ("num_heads", num_heads)):
+            _positive_int(value, name, "ViT")
+        if not isinstance(dropout, numbers.Real) or isinstance(dropout, bool) or not 0 <= dropout < 1:
+            raise ValueError(f"ViT: dropout must be a probability in [0, 1), got {dropout!r}")
         self.pool, self.depth, self.embed_dim = pool, int(depth), embed_dim
         self.patch_embed = PatchEmbedding(image_size, patch_size, in_channels, embed_dim)
         n_tokens = self.patch_embed.num_patches + (pool == 'cls')

@@ -101,6 +101,7 @@ class _Freed(Function):
         raise RuntimeError("backward() through a graph that was already freed: a previous backward() used it. "
                            "Pass retain_graph=True to the first backward() to go through the graph twice.")
 
+_Freed.saves_inputs = False      # nothing saved: its backward only explains
 _FREED = _Freed()
 
 def _seed_grad(t: Tensor, grad) -> np.ndarray:
@@ -111,10 +112,53 @@ def _seed_grad(t: Tensor, grad) -> np.ndarray:
                                f"one has shape {t.shape}; reduce it to a scalar (e.g. .sum() or .mean()) "
                                f"or pass grad= an array of shape {t.shape}")
         return np.ones(t.shape, dtype=t.dtype)
-    g = grad.data if isinstance(grad, Tensor) else np.asarray(grad, dtype=t.dtype)
+    try: g = grad.data if isinstance(grad, Tensor) else np.asarray(grad)
+    except ValueError: g = np.asarray(grad, dtype=object)        # a ragged list
+    if g.dtype.kind not in 'biuf':
+        raise TypeError(f"backward(grad=...): grad must be numbers, a Tensor or an array of shape {t.shape}; "
+                        f"got {type(grad).__name__} of dtype {g.dtype}")
     if g.shape != t.shape:
         raise ValueError(f"backward(grad): grad has shape {g.shape} but the tensor has shape {t.shape}")
-    return g
+    return g.astype(t.dtype, copy=False)
+
+def _owner_name(t: Tensor):
+    "The attribute that holds `t`, as \"'weight' of Linear(...)\" or \"'x'\" for a global (error path only: it scans the heap)."
+    import gc, types
+    def owners(ref):          # objects whose attribute dict is (or, with inline attributes, is in) `ref`
+        if type(ref) is dict: return [o for o in gc.get_referrers(ref) if getattr(o, '__dict__', None) is ref]
+        return [ref] if isinstance(getattr(ref, '__dict__', None), dict) else []
+    for ref in gc.get_referrers(t):
+        for owner in owners(ref):
+            attr = next((k for k, v in vars(owner).items() if v is t), None)
+            if attr is None: continue
+            if isinstance(owner, types.ModuleType): return f"'{attr}'"
+            extra = owner.extra_repr() if callable(getattr(owner, 'extra_repr', None)) else ''
+            return f"'{attr}' of {type(owner).__name__}({extra})"
+    return None
+
+def _modified_message(t: Tensor, role: str, seen: int) -> str:
+    "Explain which tensor changed in place between forward and backward, and what to do."
+    base = t
+    while (base._ctx is not None and getattr(base._ctx, 'view', False) and base._ctx.parents
+           and base._ctx.parents[0]._vc is base._vc):   # a view: name the tensor it looks into
+        base = base._ctx.parents[0]
+    name = _owner_name(base)
+    what = f"{type(base).__name__}{' ' + name if name else ''} of shape {base.shape} ({base.dtype})"
+    if base is not t: what = f"a view ({type(t._ctx).__name__}) of the {what}"
+    else: what = f"the {what}"
+    return (f"backward: {role} is {what}, and it was modified in place after the forward pass used it: it is at "
+            f"version {t._vc[0]}, the forward pass saw version {seen}. Its old values are gone, so the gradient would "
+            "be wrong. Call backward() before changing it (e.g. loss.backward() before optimizer.step()), or redo "
+            "the forward pass after the change.")
+
+def _check_saved(node: Tensor, op: Function):
+    "Raise if a tensor `op` saved for its backward was changed in place since the forward pass."
+    saved = getattr(op, 'saved_versions', None)
+    if op.saves_inputs and saved is not None and saved != [p._vc[0] for p in op.parents]:
+        i, p = next((i, p) for i, p in enumerate(op.parents) if p._vc[0] != saved[i])
+        raise RuntimeError(_modified_message(p, f"input {i} of {type(op).__name__}", saved[i]))
+    if op.saves_output and node._vc[0] != 0:
+        raise RuntimeError(_modified_message(node, f"the output of {type(op).__name__}", 0))
 
 def _root(a: np.ndarray):
     "The array that owns the memory behind `a` (following views)."
@@ -152,6 +196,7 @@ def backward(self: Tensor, grad=None, retain_graph: bool = False):
         g, op = grads.pop(id(node), None), node._ctx
         if not retain_graph: node._ctx = _FREED   # drop the op and what it saved, now
         if g is None: continue              # a rule returned None for this input: nothing flows here
+        if op.saves_inputs or op.saves_output: _check_saved(node, op)   # one int comparison per saved tensor
         pgrads = op.backward(g)
         if type(pgrads) is not tuple or len(pgrads) != len(op.parents):
             raise RuntimeError(f"{type(op).__name__}.backward must return a tuple with one entry per input "
@@ -161,7 +206,8 @@ def backward(self: Tensor, grad=None, retain_graph: bool = False):
             if type(pg) is not np.ndarray: pg = np.asarray(pg)   # 0-d NumPy math returns scalars
             if pg.shape != p.data.shape:
                 raise RuntimeError(f"{type(op).__name__}.backward returned a gradient of shape {pg.shape} "
-                                   f"for an input of shape {p.shape}")
+                                   f"for an input of shape {p.shape} (if that input's .data was replaced by an "
+                                   "array of another shape after the forward pass, redo the forward pass)")
             k = id(p)
             prev = grads.get(k)
             if prev is None:
@@ -179,6 +225,10 @@ def backward(self: Tensor, grad=None, retain_graph: bool = False):
 # %% ../nbs/09_autograd.ipynb #34d4a34f
 def gradcheck(fn, *inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1e-3, seed: int = 0) -> bool:
     "Check `fn(*inputs)`'s backward against central differences in float64; AssertionError names the bad input."
+    for name, v in (('eps', eps), ('atol', atol), ('rtol', rtol)):
+        if not isinstance(v, numbers.Real) or not np.isfinite(v) or v < 0 or (name == 'eps' and v == 0):
+            raise ValueError(f"gradcheck: {name} must be a finite number {'> 0' if name == 'eps' else '>= 0'}, got {v!r}")
+    if not callable(fn): raise TypeError(f"gradcheck: fn must be callable, got {type(fn).__name__}")
     picked, seen = [], set()
     for i, t in enumerate(inputs):
         if isinstance(t, Tensor) and t.dtype.kind == 'f' and id(t) not in seen:
@@ -186,7 +236,7 @@ def gradcheck(fn, *inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 
     if not picked:
         raise ValueError(f"gradcheck needs at least one floating-point Tensor input, got "
                          f"{[type(t).__name__ for t in inputs]}")
-    saved = [(t.data, t.grad, t.requires_grad, t._ctx) for _, t in picked]
+    saved = [(t.data, t.grad, t.requires_grad, t._ctx, t._version) for _, t in picked]
     mode = _GradMode.enabled
     try:
         for _, t in picked: t.data, t.grad, t.requires_grad, t._ctx = t.data.astype(np.float64), None, True, None
@@ -217,7 +267,9 @@ def gradcheck(fn, *inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 
                     f"gradcheck failed for input {i} (shape {t.shape}): max abs error {np.nanmax(err):.3g}; "
                     f"at index {tuple(int(k) for k in j)} analytic {analytic[j]:.6g} vs numeric {numeric[j]:.6g}{note}")
     finally:
-        for (_, t), (data, g, rg, ctx) in zip(picked, saved): t.data, t.grad, t.requires_grad, t._ctx = data, g, rg, ctx
+        for (_, t), (data, g, rg, ctx, version) in zip(picked, saved):
+            t.data, t.grad, t.requires_grad, t._ctx = data, g, rg, ctx
+            t._vc[0] = version                          # the original array is back, unchanged
         _GradMode.enabled = mode
     return True
 
@@ -362,8 +414,10 @@ class no_grad(ContextDecorator):
 
 @patch
 def detach(self: Tensor) -> Tensor:
-    "Same data (shared, not copied), cut off from the graph."
-    return Tensor._wrap(self.data)
+    "Same data (shared, not copied, with the same version counter), cut off from the graph."
+    out = Tensor._wrap(self.data)
+    out._vc = self._vc
+    return out
 
 @patch
 def zero_grad(self: Tensor, set_to_none: bool = True):

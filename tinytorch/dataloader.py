@@ -12,11 +12,15 @@ import gzip
 import hashlib
 import importlib.resources
 import io
+import json
 import math
 import numbers
 import os
+import re
+import stat
 import tempfile
 import tarfile
+import time
 import urllib.error
 import urllib.request
 import zlib
@@ -145,6 +149,8 @@ class DataLoader:
             raise TypeError(f"transform must be callable (e.g. Compose([...])), got {type(transform).__name__}")
         self.dataset, self.transform = dataset, transform
         self.batch_size = _check_int(batch_size, 'batch_size', 1)
+        for name, flag in (('shuffle', shuffle), ('drop_last', drop_last)):
+            if not isinstance(flag, (bool, np.bool_)): raise TypeError(f"DataLoader: {name} must be True or False, got {flag!r}")
         self.shuffle, self.drop_last = bool(shuffle), bool(drop_last)
         self.seed = int(get_rng().integers(2**63)) if seed is None else _check_int(seed, 'seed', 0)
         self.epoch = 0
@@ -217,8 +223,9 @@ class Normalize(Transform):
         self.std = np.atleast_1d(np.asarray(std, dtype=np.float32))
         if self.mean.ndim != 1 or self.std.ndim != 1:
             raise ValueError(f"Normalize mean and std must be numbers or 1-d sequences, got shapes {self.mean.shape}, {self.std.shape}")
-        if not np.all(self.std > 0):
-            raise ValueError(f"Normalize std must be positive, got {self.std.tolist()}")
+        if not np.all(self.std > 0) or not np.isfinite(self.std).all():
+            raise ValueError(f"Normalize std must be positive and finite, got {self.std.tolist()}")
+        if not np.isfinite(self.mean).all(): raise ValueError(f"Normalize mean must be finite, got {self.mean.tolist()}")
 
     def apply(self, x, rng):
         if x.ndim < 2: raise ValueError(f"Normalize expects a batch shaped (N, C, ...), got shape {x.shape}")
@@ -235,7 +242,8 @@ class Normalize(Transform):
 class RandomHorizontalFlip(Transform):
     "Mirror each image left-right (last axis) with probability `p`."
     def __init__(self, p: float = 0.5):
-        if not 0 <= p <= 1: raise ValueError(f"RandomHorizontalFlip p must be a probability in [0, 1], got {p}")
+        if not isinstance(p, numbers.Real) or not 0 <= p <= 1:
+            raise ValueError(f"RandomHorizontalFlip p must be a probability in [0, 1], got {p!r}")
         self.p = float(p)
 
     def apply(self, x, rng):
@@ -362,19 +370,86 @@ def read_idx(path, magic: int | None = None) -> np.ndarray:
     ### END SOLUTION
 
 # %% ../nbs/08_dataloader.ipynb #d9d37b32
-def _write_atomic(path, chunks) -> Path:
-    "Write the byte strings `chunks` to `path` via a temporary file in the same folder and os.replace."
+try: import fcntl
+except ImportError: fcntl = None          # Windows: no advisory locks; stale temp files are aged out instead
+
+def _umask() -> int:
+    "The process umask, read without changing it where Linux allows."
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path('/proc/self/status').read_text().splitlines():
+            if line.startswith('Umask:'): return int(line.split()[1], 8)
+    mask = os.umask(0o022); os.umask(mask)
+    return mask
+
+def _file_mode(path: Path) -> int:
+    "The mode a file written to `path` should get: that of the file it replaces, else what the umask gives (0644 usually)."
+    try: return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError: return 0o666 & ~_umask()
+
+def _lock(fd: int) -> bool | None:
+    "Take an exclusive lock on `fd` without waiting: True, False if another process holds it, None if unsupported here."
+    if fcntl is None: return None
+    try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB); return True
+    except BlockingIOError: return False
+    except OSError: return None
+
+def _remove_stale_temps(path: Path, suffix: str, max_age: float = 3600.0):
+    "Delete hidden temp files of earlier writes of `path` whose writer died (killed, power cut): nobody holds their lock."
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.[^.]+{re.escape(suffix)}")
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(path.parent):
+            if not pattern.fullmatch(entry.name): continue
+            with contextlib.suppress(OSError):
+                fd = os.open(entry.path, os.O_RDONLY)
+                try:
+                    locked = _lock(fd)                       # a live writer holds the lock
+                    if locked or (locked is None and time.time() - os.fstat(fd).st_mtime > max_age): os.unlink(entry.path)
+                finally: os.close(fd)
+
+def _atomic_temp(path: Path, suffix: str) -> tuple[int, str]:
+    "A new hidden temp file beside `path`, locked for as long as its descriptor is open and moded like `path` will be."
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        mode = _file_mode(path)
+        _remove_stale_temps(path, suffix)
+        while True:
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+            if _lock(fd) is not False and os.fstat(fd).st_nlink: break   # not removed as stale between creation and locking
+            os.close(fd)
+    except OSError as e:
+        raise type(e)(e.errno, f"cannot write {path.name} into {path.parent}: {e.strerror}; choose a folder you can "
+                               "write to") from None
+    os.fchmod(fd, mode) if hasattr(os, 'fchmod') else os.chmod(tmp, mode)
+    return fd, tmp
+
+import errno as _errno
+_DISK_ERRORS = {_errno.ENOSPC, _errno.EDQUOT, _errno.EROFS, _errno.EACCES, _errno.EPERM, _errno.EIO}
+
+@contextlib.contextmanager
+def _atomic_file(path, suffix: str = ".part"):
+    "A binary file to write; on a clean exit it replaces `path` in one step, on any error it is deleted."
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    if path.is_dir(): raise IsADirectoryError(f"cannot write to {path}: it is a folder; give a file name")
+    fd, tmp = _atomic_temp(path, suffix)
     try:
         with os.fdopen(fd, 'wb') as f:
-            for chunk in chunks: f.write(chunk)
-        os.replace(tmp, path)
-    except BaseException:
+            yield f
+            f.flush(); os.fsync(f.fileno())
+            if fcntl is not None:                        # while still locked: no cleaner can take it first
+                os.replace(tmp, path)
+        if fcntl is None:
+            os.replace(tmp, path)
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
+        if type(e) in (OSError, PermissionError) and e.errno in _DISK_ERRORS and str(path) not in str(e):
+            raise type(e)(e.errno, f"cannot write {path}: {e.strerror}; nothing was changed there") from e
         raise
-    return path
+
+def _write_atomic(path, chunks) -> Path:
+    "Write the byte strings `chunks` to `path` via a temporary file in the same folder and os.replace."
+    with _atomic_file(path, ".part") as f:
+        for chunk in chunks: f.write(chunk)
+    return Path(path)
 
 def write_idx(path, array) -> Path:
     "Save `array` as an IDX file (gzipped when `path` ends in .gz), atomically."
@@ -431,37 +506,67 @@ def file_md5(path, chunk_size: int = 1 << 20) -> str:
         while chunk := f.read(chunk_size): digest.update(chunk)
     return digest.hexdigest()
 
+def _check_md5(md5) -> str:
+    if not isinstance(md5, str) or not re.fullmatch(r'[0-9a-fA-F]{32}', md5):
+        raise ValueError(f"md5 must be the published checksum, 32 hex digits (a download is never saved unchecked), got {md5!r}")
+    return md5.lower()
+
+def _network_error(url: str, e: Exception, timeout: float, size: int) -> Exception:
+    "The same failure, saying which URL and how far it got (the network's fault, so another mirror may work)."
+    if isinstance(e, TimeoutError) or isinstance(getattr(e, 'reason', None), TimeoutError):
+        return TimeoutError(f"{url}: the download stalled: no data for {timeout:g} s (after {size} bytes); the server "
+                            "is slow or unreachable; try again, or pass a longer timeout")
+    if isinstance(e, urllib.error.URLError):
+        code = f"HTTP {e.code} " if isinstance(e, urllib.error.HTTPError) else ""
+        return urllib.error.URLError(f"{url}: {code}{e.reason}")
+    if isinstance(e, OSError):                              # resets, refused connections, TLS errors
+        return (type(e) if isinstance(e, ConnectionError) else ConnectionError)(
+            f"{url}: the connection failed after {size} bytes ({type(e).__name__}: {e})")
+    if isinstance(e, ValueError): return ValueError(f"{url!r} is not a URL urllib can fetch (https://, http:// or file://): {e}")
+    return e
+
+def _fetch(url: str, out, timeout: float) -> tuple:
+    "Stream `url` into the open file `out`: (md5 hex digest, bytes, announced length). Network failures name the URL;"
+    "write failures (a full disk, permissions) are ours and raised as they are."
+    digest, size = hashlib.md5(usedforsecurity=False), 0
+    try: response = urllib.request.urlopen(url, timeout=timeout)
+    except Exception as e: raise _network_error(url, e, timeout, size) from e
+    with response:
+        announced = response.headers.get('Content-Length')
+        while True:
+            try: chunk = response.read(1 << 20)
+            except Exception as e: raise _network_error(url, e, timeout, size) from e
+            if not chunk: break
+            out.write(chunk)
+            digest.update(chunk); size += len(chunk)
+    return digest.hexdigest(), size, announced
+
 def download_file(url: str, dest, md5: str, timeout: float = 60.0, quiet: bool = False) -> Path:
     "Fetch `url` to `dest` atomically, verifying its size and MD5; nothing is left behind on failure."
+    md5 = _check_md5(md5)                                   # checked before anything is fetched
+    if not isinstance(url, str): raise TypeError(f"url must be a string, got {type(url).__name__}")
+    if not isinstance(timeout, numbers.Real) or not timeout > 0:
+        raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.is_dir(): raise IsADirectoryError(f"download_file: dest {dest} is a folder; give the file's path")
     if not quiet: print(f"downloading {url} -> {dest}")
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    try:
-        digest, size = hashlib.md5(usedforsecurity=False), 0
-        with os.fdopen(fd, 'wb') as out, urllib.request.urlopen(url, timeout=timeout) as response:
-            announced = response.headers.get('Content-Length')
-            while chunk := response.read(1 << 20):
-                out.write(chunk); digest.update(chunk); size += len(chunk)
-            out.flush(); os.fsync(out.fileno())
-        if announced is not None and size != int(announced):
+    with _atomic_file(dest, ".part") as out:                # lands only if every check below passes
+        got, size, announced = _fetch(url, out, timeout)
+        if announced is not None and str(announced).isdigit() and size != int(announced):
             raise DataFormatError(f"{url}: download of {dest.name} is truncated: got {size} of {announced} bytes; nothing was saved")
-        if digest.hexdigest() != md5.lower():
-            raise ChecksumError(f"{url}: checksum mismatch for {dest.name}: expected md5 {md5}, got {digest.hexdigest()} "
+        if got != md5:
+            raise ChecksumError(f"{url}: checksum mismatch for {dest.name}: expected md5 {md5}, got {got} "
                                 f"({size} bytes); the download is corrupted or not the published file; nothing was saved")
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
-        raise
     return dest
 
 def download_any(urls, dest, md5: str, quiet: bool = False) -> Path:
     "Try `urls` (mirrors) in order until one gives the file with checksum `md5`; the error lists every failure."
-    failures = []
+    md5, failures = _check_md5(md5), []
+    if isinstance(urls, str): urls = [urls]
     for url in urls:
         try: return download_file(url, dest, md5, quiet=quiet)
-        except (urllib.error.URLError, OSError, DataFormatError) as e:
-            failures.append(f"  {url}: {e}")
+        except (urllib.error.URLError, TimeoutError, ConnectionError, DataFormatError) as e:   # the mirror's fault
+            failures.append(f"  {e}")                  # each message starts with its URL
     raise ConnectionError(f"could not download {Path(dest).name}; tried:\n" + "\n".join(failures))
 
 # %% ../nbs/08_dataloader.ipynb #45ee82db
@@ -471,10 +576,17 @@ def cache_dir() -> Path:
     "TinyTorch's user cache folder: $XDG_CACHE_HOME/tinytorch, by default ~/.cache/tinytorch."
     return Path(os.environ.get('XDG_CACHE_HOME') or Path.home() / '.cache').expanduser() / 'tinytorch'
 
+def _root_path(root) -> Path:
+    if not isinstance(root, (str, os.PathLike)):
+        raise TypeError(f"root must be a folder path (str or Path), got {type(root).__name__}")
+    return Path(root).expanduser()
+
 def data_search_path(name: str, root=None, system_dirs=()) -> list[tuple[str, Path]]:
-    "The (place, folder) pairs searched for dataset `name`, in order."
+    "The (place, folder) pairs searched for dataset `name`, in order; a given `root` is the only place searched."
+    if root is not None:          # a mistyped root must fail, not quietly load another copy from elsewhere
+        root = _root_path(root)
+        return [('root', root), ('root', root / name)]
     places = []
-    if root is not None: places += [('root', Path(root).expanduser()), ('root', Path(root).expanduser() / name)]
     if env := os.environ.get('TINYTORCH_DATA'):
         places += [('$TINYTORCH_DATA', Path(env).expanduser()), ('$TINYTORCH_DATA', Path(env).expanduser() / name)]
     places.append(('user cache', cache_dir() / name))
@@ -483,16 +595,61 @@ def data_search_path(name: str, root=None, system_dirs=()) -> list[tuple[str, Pa
 
 def download_dir(name: str, root=None) -> Path:
     "Where a download of dataset `name` goes: `root`, else $TINYTORCH_DATA/name, else the user cache."
-    if root is not None: return Path(root).expanduser()
+    if root is not None: return _root_path(root)
     if env := os.environ.get('TINYTORCH_DATA'): return Path(env).expanduser() / name
     return cache_dir() / name
 
 def _searched(places) -> str:
-    lines = [f"  {i}. {where}: {folder}" for i, (where, folder) in enumerate(places, 1)]
-    if not any(w == '$TINYTORCH_DATA' for w, _ in places): lines.append("  ($TINYTORCH_DATA is not set)")
+    lines = [f"  {i}. {where}: {folder}{'' if folder.is_dir() else ' (no such folder)'}" for i, (where, folder) in enumerate(places, 1)]
+    if places and all(w == 'root' for w, _ in places):
+        lines.append("  (root= was given, so only it was searched: check its spelling, or leave root out to search "
+                     "$TINYTORCH_DATA, the user cache and the system folders)")
+    elif not any(w == '$TINYTORCH_DATA' for w, _ in places): lines.append("  ($TINYTORCH_DATA is not set)")
     return "\n".join(lines)
 
+# Files found on disk are checked against the published checksums once; the verdict is remembered
+# (keyed by path, size and modification time) in memory and in the user cache, so loading stays fast.
+_VERIFIED: dict = {}
+
+def _verified_db() -> Path: return cache_dir() / 'verified.json'
+
+def _stamp(path: Path) -> list:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns]
+
+def _load_verified() -> dict:
+    with contextlib.suppress(OSError, ValueError, TypeError):
+        data = json.loads(_verified_db().read_text())
+        if isinstance(data, dict): return data
+    return {}
+
+def _is_verified(path, digests) -> bool:
+    "True when `path`, unchanged since, was already found to match one of `digests`."
+    path = Path(path).resolve()
+    key, digests = str(path), set(digests)
+    for table in (_VERIFIED, None):
+        entry = (table if table is not None else _load_verified()).get(key)
+        if isinstance(entry, list) and len(entry) == 3 and entry[2] in digests:
+            with contextlib.suppress(OSError):
+                if entry[:2] == _stamp(path):
+                    _VERIFIED[key] = entry
+                    return True
+    return False
+
+def _remember_verified(path, digest: str):
+    "Record that `path` (as it is now) matches `digest`; the user cache keeps it across sessions when writable."
+    path = Path(path).resolve()
+    _VERIFIED[str(path)] = _stamp(path) + [digest]
+    table = _load_verified()
+    table[str(path)] = _VERIFIED[str(path)]
+    with contextlib.suppress(OSError):
+        _write_atomic(_verified_db(), [json.dumps(table, indent=0).encode()])
+
 # %% ../nbs/08_dataloader.ipynb #4c11ccab
+def _check_flags(owner: str, **flags):
+    for name, flag in flags.items():
+        if not isinstance(flag, (bool, np.bool_)): raise TypeError(f"{owner}: {name} must be True or False, got {flag!r}")
+
 class ImageDataset(Dataset):
     "Labelled images kept as uint8 (N, C, H, W); batches come out as float32 in [0, 1] and int64 labels."
     classes: tuple = ()
@@ -527,7 +684,10 @@ class _IDXDataset(ImageDataset):
     system_dirs: tuple = ()
     install_hint: str = ''
 
-    def __init__(self, root=None, train: bool = True, download: bool = False):
+    raw_sha256: dict = {}         # file stem -> sha256 of the uncompressed published file (when known)
+
+    def __init__(self, root=None, train: bool = True, download: bool = False, verify: bool = True):
+        _check_flags(type(self).__name__, train=train, download=download, verify=verify)
         split = 'train' if train else 't10k'
         stems = (f'{split}-images-idx3-ubyte', f'{split}-labels-idx1-ubyte')
         places = data_search_path(self.name, root, self.system_dirs)
@@ -535,6 +695,8 @@ class _IDXDataset(ImageDataset):
         if paths is None:
             if not download: raise DatasetNotFoundError(self._not_found(stems, places, root))
             paths = self._download(stems, download_dir(self.name, root))
+        if verify:
+            for path, stem in zip(paths, stems): self._verify(path, stem)
         images = read_idx(paths[0], magic=IDX_IMAGES_MAGIC)
         labels = read_idx(paths[1], magic=IDX_LABELS_MAGIC)
         if len(images) != len(labels):
@@ -552,18 +714,38 @@ class _IDXDataset(ImageDataset):
             if all(found): return found
         return None
 
+    def _verify(self, path: Path, stem: str):
+        "Check a found file against the published checksums (md5 of the .gz, or sha256 of its contents), once."
+        gz_md5 = self.resources.get(path.name) if path.name.endswith('.gz') else None
+        raw = self.raw_sha256.get(stem)
+        known = [d for d in (gz_md5, raw) if d]
+        if not known or _is_verified(path, known): return     # nothing published to compare with, or already checked
+        if gz_md5 and file_md5(path) == gz_md5: return _remember_verified(path, gz_md5)
+        got = hashlib.sha256(read_bytes(path)).hexdigest() if raw else None
+        if raw and got == raw: return _remember_verified(path, raw)
+        cls = type(self).__name__
+        want = f"sha256 {raw} of the uncompressed contents" if raw else f"md5 {gz_md5}"
+        raise ChecksumError(f"{path}: does not match the published {cls} file {stem} (expected {want}"
+                            f"{', got ' + got if got else ''}): it is damaged, truncated or not {cls}. Delete it and "
+                            f"call {cls}(download=True), or pass verify=False to load your own files in this layout.")
+
     def _download(self, stems, target: Path) -> list:
         paths = []
         for stem in stems:
             fname, md5 = stem + '.gz', self.resources[stem + '.gz']
             dest = target / fname
-            if not (dest.is_file() and file_md5(dest) == md5):   # keep a verified file from an interrupted run
+            if not (dest.is_file() and (_is_verified(dest, [md5]) or file_md5(dest) == md5)):   # keep a verified file
                 download_any([m + fname for m in self.mirrors], dest, md5)
+            _remember_verified(dest, md5)
             paths.append(dest)
         return paths
 
     def _not_found(self, stems, places, root) -> str:
         cls = type(self).__name__
+        if root is not None:
+            return (f"{cls}: {stems[0]}[.gz] and {stems[1]}[.gz] are not in root (searched only there):\n{_searched(places)}\n"
+                    f"To get the data there: {cls}(root=..., download=True) fetches it from "
+                    f"{self.mirrors[0] if self.mirrors else '?'} into {download_dir(self.name, root)}.")
         return (f"{cls}: {stems[0]}[.gz] and {stems[1]}[.gz] are in none of these folders (searched in order):\n"
                 f"{_searched(places)}\nTo get the data: {self.install_hint}"
                 f"or call {cls}(download=True) to fetch it from {self.mirrors[0] if self.mirrors else '?'} "
@@ -581,6 +763,10 @@ class FashionMNIST(_IDXDataset):
                  'train-labels-idx1-ubyte.gz': '25c81989df183df01b3e8a0aad5dffbe',
                  't10k-images-idx3-ubyte.gz': 'bef4ecab320f06d8554ea6380940ec79',
                  't10k-labels-idx1-ubyte.gz': 'bb300cfdad3c16e7a12a480ee83cd310'}
+    raw_sha256 = {'train-images-idx3-ubyte': 'c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888',
+                  'train-labels-idx1-ubyte': 'bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9',
+                  't10k-images-idx3-ubyte': '5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b',
+                  't10k-labels-idx1-ubyte': '0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34'}
     system_dirs = (DEBIAN_FASHION_MNIST,)
     install_hint = "`sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu, installs into /usr/share/datasets/fashion-mnist), "
 
@@ -626,6 +812,7 @@ class CIFAR10(ImageDataset):
     test_files = ('test_batch.bin',)
 
     def __init__(self, root=None, train: bool = True, download: bool = False):
+        _check_flags('CIFAR10', train=train, download=download)
         files = self.train_files if train else self.test_files
         places = data_search_path(self.name, root)
         folder = next((d for _, base in places for d in (base / self.folder, base)
@@ -746,7 +933,8 @@ def load_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
 def stratified_split(labels, test_fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     "(train, test) index arrays; each class puts round(test_fraction * its count) samples, chosen by `seed`, in test."
     labels = np.asarray(labels)
-    if not 0 < test_fraction < 1: raise ValueError(f"test_fraction must be strictly between 0 and 1, got {test_fraction}")
+    if not isinstance(test_fraction, numbers.Real) or not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be a number strictly between 0 and 1, got {test_fraction!r}")
     if labels.ndim != 1 or labels.dtype.kind not in 'iu': raise TypeError(f"labels must be a 1-d integer array, got {labels.dtype} {labels.shape}")
     order = np.random.default_rng(seed).permutation(len(labels))
     order = order[np.argsort(labels[order], kind='stable')]          # grouped by class, shuffled within
@@ -760,6 +948,7 @@ class Digits(ImageDataset):
     classes = tuple(str(d) for d in range(10))
 
     def __init__(self, train: bool = True, test_fraction: float = 0.2, seed: int = 0):
+        _check_flags('Digits', train=train)
         images, labels = load_digits_arrays()
         train_idx, test_idx = stratified_split(labels, test_fraction, seed)
         idx = train_idx if train else test_idx

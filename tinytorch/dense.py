@@ -43,7 +43,12 @@ class Sequential(Module):
     def _members(self): return ((str(i), layer) for i, layer in enumerate(self.layers))
     def _repr_children(self):
         return [(n, l if isinstance(l, (Module, Activation)) else _Label(l)) for n, l in self._members()]
-    def __getitem__(self, i): return Sequential(*self.layers[i]) if isinstance(i, slice) else self.layers[i]
+    def __getitem__(self, i):
+        if isinstance(i, slice): return Sequential(*self.layers[i])
+        if not isinstance(i, numbers.Integral): raise TypeError(f"Sequential index must be an int or a slice, got {i!r}")
+        if not -len(self.layers) <= i < len(self.layers):
+            raise IndexError(f"Sequential index {i!r} is out of range for {len(self.layers)} layers")
+        return self.layers[i]
     def __len__(self): return len(self.layers)
     def __iter__(self): return iter(self.layers)
 

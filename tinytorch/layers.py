@@ -91,6 +91,7 @@ class Module:
 
     def train(self, mode: bool = True):
         "Set training mode here and in every sub-module (Dropout and BatchNorm read it)."
+        if not isinstance(mode, (bool, np.bool_)): raise TypeError(f"train(mode): mode must be True or False, got {mode!r}")
         for m in self.modules(): m.training = bool(mode)
         return self
 
@@ -128,10 +129,13 @@ def load_state_dict(self, state: Mapping, strict: bool = True) -> LoadResult:
     unexpected = [key for key in state if key not in known]
     mismatched = [f"{key}: expected {_as_array(v).shape}, got {np.shape(_as_array(state[key]))}"
                   for key, _, _, v in entries if key in state and np.shape(_as_array(state[key])) != _as_array(v).shape]
+    not_numbers = [f"{key} ({np.asarray(_as_array(state[key])).dtype})" for key, *_ in entries
+                   if key in state and np.asarray(_as_array(state[key])).dtype.kind not in 'biuf']
     problems = []
     if strict and missing: problems.append(f"missing keys {missing}")
     if strict and unexpected: problems.append(f"unexpected keys {unexpected}")
     if mismatched: problems.append("shape mismatch: " + "; ".join(mismatched))
+    if not_numbers: problems.append("values that are not numbers: " + ", ".join(not_numbers))
     if problems:
         raise ValueError(f"{type(self).__name__}.load_state_dict: " + "; ".join(problems))
     for key, module, name, current in entries:
@@ -180,7 +184,12 @@ class ModuleList(Module):
         return self
 
     def _members(self): return ((str(i), m) for i, m in enumerate(self._items))
-    def __getitem__(self, i): return ModuleList(self._items[i]) if isinstance(i, slice) else self._items[i]
+    def __getitem__(self, i):
+        if isinstance(i, slice): return ModuleList(self._items[i])
+        if not isinstance(i, numbers.Integral): raise TypeError(f"ModuleList index must be an int or a slice, got {i!r}")
+        if not -len(self._items) <= i < len(self._items):
+            raise IndexError(f"ModuleList index {i!r} is out of range for {len(self._items)} modules")
+        return self._items[i]
     def __len__(self): return len(self._items)
     def __iter__(self): return iter(self._items)
 
@@ -226,6 +235,8 @@ class Linear(Module):
     def forward(self, x: Tensor) -> Tensor:
         if not isinstance(x, Tensor):
             raise TypeError(f"Linear expects a Tensor, got {type(x).__name__}; wrap the data with Tensor(...)")
+        if x.dtype.kind != 'f':
+            raise TypeError(f"Linear expects a floating-point input, got dtype {x.dtype}; convert it with x.astype(np.float32)")
         if x.ndim == 0 or x.shape[-1] != self.in_features:
             raise ValueError(f"Linear({self.in_features} → {self.out_features}) expected input with last "
                              f"dimension {self.in_features}, got shape {x.shape}")

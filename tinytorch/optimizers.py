@@ -27,18 +27,24 @@ def _check_params(params, owner: str) -> list:
             raise TypeError(f"{owner}: parameter {i} must be a Tensor, got {type(p).__name__}")
         if p.dtype.kind != 'f':
             raise TypeError(f"{owner}: parameter {i} must be floating point, got dtype {p.dtype}")
+        if p._ctx is not None:
+            raise ValueError(f"{owner}: parameter {i} is not a leaf: it was computed by {type(p._ctx).__name__}, so updating "
+                             "it would not change what it was computed from; pass the tensors it came from (or t.detach())")
         if id(p) in seen: raise ValueError(f"{owner}: parameter {i} (shape {p.shape}) appears twice in the list")
         seen.add(id(p))
     return params
 
-def _check_number(name: str, value, owner: str, lo=0.0, hi=None, hi_open=False):
-    "A float in [lo, hi] (or [lo, hi) with `hi_open`), or a clear error."
-    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value):
+def _check_number(name: str, value, owner: str, lo=0.0, hi=None, hi_open=False, lo_open=False, why: str = ''):
+    "A float in [lo, hi] (open at either end on request), or a clear error (`why` says what goes wrong outside)."
+    if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in 'iuf': value = value.item()
+    if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)) or not math.isfinite(value):
         raise TypeError(f"{owner}: {name} must be a finite number, got {value!r}")
     too_high = hi is not None and (value >= hi if hi_open else value > hi)
-    if value < lo or too_high:
-        rng = f"[{lo}, {hi}{')' if hi_open else ']'}" if hi is not None else f">= {lo}"
-        raise ValueError(f"{owner}: {name} must be {rng}, got {value}")
+    too_low = value <= lo if lo_open else value < lo
+    if too_low or too_high:
+        left = '(' if lo_open else '['
+        rng = f"in {left}{lo}, {hi}{')' if hi_open else ']'}" if hi is not None else f"{'>' if lo_open else '>='} {lo}"
+        raise ValueError(f"{owner}: {name} must be {rng}, got {value}{'; ' + why if why else ''}")
     return float(value)
 
 def _grad_array(p: Tensor, i: int, owner: str) -> np.ndarray:
@@ -52,6 +58,7 @@ def _grad_array(p: Tensor, i: int, owner: str) -> np.ndarray:
 class Optimizer:
     "Base class: keeps the parameters and their state buffers; subclasses write `_update`."
     buffer_names: tuple = ()   # names of the per-parameter state arrays a subclass keeps
+    hyper_names: tuple = ()    # hyperparameters saved in state_dict and checked again on load
 
     def __init__(self, params, lr: float):
         name = type(self).__name__
@@ -71,6 +78,7 @@ class Optimizer:
             if p.grad is None: continue
             self.steps[i] += 1
             self._update(i, p.data, _grad_array(p, i, owner))
+            p._bump_version()          # in place: a graph recorded before this step must not use it
 
     def _update(self, i: int, w: np.ndarray, g: np.ndarray):
         raise NotImplementedError(f"{type(self).__name__} must define _update(i, w, g)")
@@ -82,31 +90,65 @@ class Optimizer:
     def state_dict(self) -> dict:
         "Optimizer state as a flat dict of NumPy arrays (saveable with `np.savez`, no pickle)."
         sd = {'type': np.array(type(self).__name__), 'lr': np.array(self.lr), 'steps': self.steps.copy()}
+        sd.update({h: np.array(getattr(self, h)) for h in self.hyper_names})
         for b, bufs in self.state.items():
             for i, arr in enumerate(bufs): sd[f'{b}.{i}'] = arr.copy()
         return sd
 
-    def load_state_dict(self, sd: dict):
-        "Restore the state saved by `state_dict` of the same optimizer over same-shaped parameters."
+    def check_state_dict(self, sd: dict) -> dict:
+        "Validate a `state_dict` for this optimizer without changing anything; returns the values to install."
         name = type(self).__name__
+        if not hasattr(sd, 'keys') or not hasattr(sd, '__getitem__'):
+            raise TypeError(f"{name}.load_state_dict needs the dict made by state_dict(), got {type(sd).__name__}")
         saved = str(np.asarray(sd.get('type', '?')))
         if saved != name: raise ValueError(f"load_state_dict: this is a {name}, the state was saved from a {saved}")
         expected = set(self.state_dict())
-        missing, unexpected = sorted(expected - set(sd)), sorted(set(sd) - expected)
+        optional = set(self.hyper_names)                 # state saved before hyperparameters were stored
+        missing, unexpected = sorted(expected - set(sd) - optional), sorted(set(sd) - expected)
         if missing or unexpected:
             raise KeyError(f"{name}.load_state_dict: missing keys {missing}, unexpected keys {unexpected}")
-        for b, bufs in self.state.items():
-            for i, arr in enumerate(bufs):
-                src = np.asarray(sd[f'{b}.{i}'])
-                if src.shape != arr.shape:
-                    raise ValueError(f"{name}.load_state_dict: '{b}.{i}' has shape {src.shape}, parameter {i} has shape {arr.shape}")
-        steps = np.asarray(sd['steps'])
+        def array(key, shape=None):
+            a = np.asarray(sd[key])
+            if a.dtype.kind not in 'biuf':
+                raise TypeError(f"{name}.load_state_dict: '{key}' must hold numbers, got dtype {a.dtype}")
+            if shape is not None and a.shape != shape:
+                raise ValueError(f"{name}.load_state_dict: '{key}' has shape {a.shape}, expected {shape}")
+            if a.dtype.kind == 'f' and not np.isfinite(a).all():
+                raise ValueError(f"{name}.load_state_dict: '{key}' holds NaN or inf; loading it would put NaN into the weights")
+            return a
+        steps = array('steps')
         if steps.shape != self.steps.shape:
             raise ValueError(f"{name}.load_state_dict: state is for {steps.size} parameters, this optimizer has {len(self.params)}")
+        if steps.dtype.kind not in 'iu' or (steps < 0).any():
+            raise ValueError(f"{name}.load_state_dict: 'steps' must be non-negative integers, got {steps.tolist()}")
+        new = {'lr': _check_number('lr', array('lr', ()).item(), f"{name}.load_state_dict"), 'steps': steps}
+        hypers = {h: np.asarray(sd[h]) for h in self.hyper_names if h in sd}
+        for h, v in hypers.items():
+            if v.dtype.kind not in 'biuf': raise TypeError(f"{name}.load_state_dict: '{h}' must hold numbers, got dtype {v.dtype}")
+        new['hyper'] = self._check_hypers({h: (tuple(v.tolist()) if v.ndim else v.item()) for h, v in hypers.items()},
+                                          f"{name}.load_state_dict")
         for b, bufs in self.state.items():
-            for i, arr in enumerate(bufs): np.copyto(arr, sd[f'{b}.{i}'])
-        self.steps[:] = steps
-        self.lr = float(sd['lr'])
+            for i, arr in enumerate(bufs):
+                try: new[f'{b}.{i}'] = array(f'{b}.{i}', arr.shape)
+                except ValueError as e:
+                    if 'shape' in str(e):
+                        raise ValueError(f"{name}.load_state_dict: '{b}.{i}' has shape {np.shape(sd[f'{b}.{i}'])}, "
+                                         f"parameter {i} has shape {arr.shape}") from None
+                    raise
+        return new
+
+    def _check_hypers(self, hypers: dict, owner: str) -> dict:
+        "Subclasses check their hyperparameters here (the same rules as at construction)."
+        return hypers
+
+    def load_state_dict(self, sd: dict):
+        "Restore the state saved by `state_dict` of the same optimizer over same-shaped parameters: all of it, or nothing."
+        new = self.check_state_dict(sd)
+        for b, bufs in self.state.items():
+            for i, arr in enumerate(bufs): np.copyto(arr, new[f'{b}.{i}'])
+        self.steps[:] = new['steps']
+        self.lr = new['lr']
+        for h, v in new['hyper'].items(): setattr(self, h, v)
 
     def __repr__(self):
         n = sum(p.size for p in self.params)
@@ -115,14 +157,29 @@ class Optimizer:
 # %% ../nbs/10_optimizers.ipynb #f71903a0
 class SGD(Optimizer):
     "Stochastic gradient descent with optional momentum, Nesterov momentum and L2 weight decay."
+    hyper_names = ('momentum', 'nesterov', 'weight_decay')
+
     def __init__(self, params, lr: float, momentum: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0):
-        self.momentum = _check_number('momentum', momentum, 'SGD')
-        self.weight_decay = _check_number('weight_decay', weight_decay, 'SGD')
-        if nesterov and self.momentum == 0:
-            raise ValueError("SGD: nesterov=True needs momentum > 0, got momentum=0")
-        self.nesterov = bool(nesterov)
+        h = self._check_hypers(dict(momentum=momentum, nesterov=nesterov, weight_decay=weight_decay), 'SGD')
+        self.momentum, self.nesterov, self.weight_decay = h['momentum'], h['nesterov'], h['weight_decay']
         self.buffer_names = ('momentum',) if self.momentum else ()
         super().__init__(params, lr)
+
+    def _check_hypers(self, h: dict, owner: str) -> dict:
+        if 'momentum' in h:
+            h['momentum'] = _check_number('momentum', h['momentum'], owner, 0.0, 1.0, hi_open=True,
+                                          why="at 1 or above the velocity never decays and the weights run away")
+            if (h['momentum'] > 0) != bool(getattr(self, 'momentum', h['momentum'])):
+                raise ValueError(f"{owner}: momentum {h['momentum']} does not match this SGD's momentum buffers "
+                                 f"(momentum={self.momentum}); build the SGD with the same kind of momentum")
+        if 'weight_decay' in h: h['weight_decay'] = _check_number('weight_decay', h['weight_decay'], owner)
+        if 'nesterov' in h:
+            if not isinstance(h['nesterov'], (bool, np.bool_, int)) or h['nesterov'] not in (0, 1):
+                raise TypeError(f"{owner}: nesterov must be True or False, got {h['nesterov']!r}")
+            h['nesterov'] = bool(h['nesterov'])
+            if h['nesterov'] and h.get('momentum', getattr(self, 'momentum', 0)) == 0:
+                raise ValueError(f"{owner}: nesterov=True needs momentum > 0, got momentum=0")
+        return h
 
     def _update(self, i, w, g):
         lr, mu, wd = self.lr, self.momentum, self.weight_decay
@@ -149,14 +206,26 @@ class Adam(Optimizer):
     buffer_names = ('exp_avg', 'exp_avg_sq')
     decoupled_weight_decay = False
 
+    hyper_names = ('betas', 'eps', 'weight_decay')
+
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0):
-        name = type(self).__name__
-        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-            raise ValueError(f"{name}: betas must be a pair (beta1, beta2), got {betas!r}")
-        self.betas = tuple(_check_number(f'beta{k+1}', b, name, 0.0, 1.0, hi_open=True) for k, b in enumerate(betas))
-        self.eps = _check_number('eps', eps, name)
-        self.weight_decay = _check_number('weight_decay', weight_decay, name)
+        h = self._check_hypers(dict(betas=betas, eps=eps, weight_decay=weight_decay), type(self).__name__)
+        self.betas, self.eps, self.weight_decay = h['betas'], h['eps'], h['weight_decay']
         super().__init__(params, lr)
+
+    def _check_hypers(self, h: dict, owner: str) -> dict:
+        if 'betas' in h:
+            betas = h['betas']
+            if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+                raise ValueError(f"{owner}: betas must be a pair (beta1, beta2), got {betas!r}")
+            h['betas'] = tuple(_check_number(f'beta{k+1}', b, owner, 0.0, 1.0, hi_open=True,
+                                             why="the moment averages must forget, and at 1 the bias correction divides by zero")
+                               for k, b in enumerate(betas))
+        if 'eps' in h:
+            h['eps'] = _check_number('eps', h['eps'], owner, lo_open=True,
+                                     why="eps keeps the step finite where the second moment is 0 (0/0 is NaN)")
+        if 'weight_decay' in h: h['weight_decay'] = _check_number('weight_decay', h['weight_decay'], owner)
+        return h
 
     def _update(self, i, w, g):
         lr, (b1, b2), eps, wd = self.lr, self.betas, self.eps, self.weight_decay
@@ -207,16 +276,31 @@ class LRScheduler:
     def state_dict(self) -> dict: return {'base_lr': np.array(self.base_lr), 'last_step': np.array(self.last_step)}
 
     def load_state_dict(self, sd: dict):
-        self.base_lr, self.last_step = float(sd['base_lr']), int(sd['last_step'])
-        self.optimizer.lr = self.lr_at(self.last_step)
+        "Restore `base_lr` and `last_step` (checked first: nothing changes if they are bad) and set the optimizer's rate."
+        name = f"{type(self).__name__}.load_state_dict"
+        if not hasattr(sd, 'keys'): raise TypeError(f"{name} needs the dict made by state_dict(), got {type(sd).__name__}")
+        missing, unexpected = sorted({'base_lr', 'last_step'} - set(sd)), sorted(set(sd) - {'base_lr', 'last_step'})
+        if missing or unexpected: raise KeyError(f"{name}: missing keys {missing}, unexpected keys {unexpected}")
+        base_lr = _check_number('base_lr', sd['base_lr'], name)
+        step = np.asarray(sd['last_step'])
+        if step.ndim != 0 or step.dtype.kind not in 'iu' or step < 0:
+            raise ValueError(f"{name}: last_step must be an int >= 0, got {sd['last_step']!r}")
+        old = self.base_lr
+        self.base_lr = base_lr
+        try: lr = _check_number('lr', self.lr_at(int(step)), f"{name} (the schedule's rate at step {int(step)})")
+        except BaseException:
+            self.base_lr = old
+            raise
+        self.last_step, self.optimizer.lr = int(step), lr
 
 class StepLR(LRScheduler):
     "Multiply the learning rate by `gamma` every `step_size` epochs."
     interval = 'epoch'
     def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1):
-        if not isinstance(step_size, numbers.Integral) or step_size < 1:
+        if not isinstance(step_size, numbers.Integral) or isinstance(step_size, bool) or step_size < 1:
             raise ValueError(f"StepLR: step_size must be a positive int, got {step_size!r}")
-        self.step_size, self.gamma = int(step_size), _check_number('gamma', gamma, 'StepLR')
+        self.step_size, self.gamma = int(step_size), _check_number('gamma', gamma, 'StepLR', lo_open=True,
+                                                                   why="gamma=0 sets the learning rate to 0 for good")
         super().__init__(optimizer)
 
     def lr_at(self, t): return self.base_lr * self.gamma ** (t // self.step_size)
@@ -241,13 +325,35 @@ class CosineWarmupLR(LRScheduler):
         ### END SOLUTION
 
 # %% ../nbs/10_optimizers.ipynb #b1ed8c5c
-def clip_grad_norm(params, max_norm: float) -> float:
+def _sq_norm(g: np.ndarray) -> float:
+    "Squared L2 norm; in float64 when float32 would overflow, so only a real inf or NaN gives a non-finite result."
+    s = float(np.dot(g.ravel(), g.ravel()))
+    if not math.isfinite(s) and g.dtype != np.float64:
+        g64 = g.ravel().astype(np.float64)
+        s = float(np.dot(g64, g64))
+    return s
+
+def clip_grad_norm(params, max_norm: float, error_if_nonfinite: bool = False) -> float:
     "Scale all gradients together so their global L2 norm is at most `max_norm`; return the norm before clipping."
-    max_norm = _check_number('max_norm', max_norm, 'clip_grad_norm')
+    max_norm = _check_number('max_norm', max_norm, 'clip_grad_norm', lo_open=True, why="a norm of 0 would erase every gradient")
+    if isinstance(params, Tensor): params = [params]
+    if hasattr(params, 'parameters') and callable(params.parameters):
+        raise TypeError(f"clip_grad_norm needs the parameters, not the model: pass model.parameters(), got {type(params).__name__}")
+    try: params = list(params)
+    except TypeError: raise TypeError(f"clip_grad_norm needs an iterable of Tensors (model.parameters()), got {type(params).__name__}") from None
+    for i, p in enumerate(params):
+        if not isinstance(p, Tensor): raise TypeError(f"clip_grad_norm: parameter {i} must be a Tensor, got {type(p).__name__}")
     params = [p for p in params if p.grad is not None]
     grads = [p.grad.data if isinstance(p.grad, Tensor) else np.asarray(p.grad) for p in params]
+    squares = [_sq_norm(g) for g in grads]
+    if not math.isfinite(sum(squares)):        # scaling inf by 0 would make NaN: leave the gradients as they are
+        i = next(k for k, s in enumerate(squares) if not math.isfinite(s))
+        if error_if_nonfinite:
+            raise FloatingPointError(f"clip_grad_norm: the gradient of parameter {i} (shape {params[i].shape}) holds "
+                                     "inf or NaN; its norm cannot be clipped")
+        return math.inf if all(not math.isnan(s) for s in squares) else math.nan
     ### BEGIN SOLUTION
-    total = math.sqrt(sum(float(np.dot(g.ravel(), g.ravel())) for g in grads))
+    total = math.sqrt(sum(squares))
     if total > max_norm:
         scale = max_norm / (total + 1e-6)
         for p, g in zip(params, grads): p.grad = Tensor._wrap(g * np.asarray(scale, dtype=g.dtype))

@@ -264,7 +264,8 @@ class BatchNorm2d(Module):
     "Per-channel batch normalisation over (N, H, W) with running statistics for eval mode."
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1):
         self.num_features = _pair(num_features, "num_features", "BatchNorm2d")[0]
-        if not isinstance(eps, numbers.Real) or eps <= 0: raise ValueError(f"BatchNorm2d: eps must be > 0, got {eps!r}")
+        if not isinstance(eps, numbers.Real) or not np.isfinite(eps) or eps <= 0:
+            raise ValueError(f"BatchNorm2d: eps must be a finite number > 0, got {eps!r}")
         if not isinstance(momentum, numbers.Real) or not 0 <= momentum <= 1:
             raise ValueError(f"BatchNorm2d: momentum must be in [0, 1], got {momentum!r}")
         self.eps, self.momentum = float(eps), float(momentum)
@@ -287,8 +288,10 @@ class BatchNorm2d(Module):
                                  f"shape {x.shape}; use eval() for single values")
             mean, var = x.data.mean(axis=(0, 2, 3)), x.data.var(axis=(0, 2, 3))
             m, dt = self.momentum, self.running_mean.dtype
-            self.running_mean = ((1 - m) * self.running_mean + m * mean).astype(dt)
-            self.running_var = ((1 - m) * self.running_var + m * var * (count / (count - 1))).astype(dt)
+            batch_mean, batch_var = mean.reshape(C), var.reshape(C) * (count / (count - 1))
+            if np.isfinite(batch_mean).all() and np.isfinite(batch_var).all():   # a NaN batch must not poison eval mode
+                self.running_mean = ((1 - m) * self.running_mean + m * batch_mean).astype(dt)
+                self.running_var = ((1 - m) * self.running_var + m * batch_var).astype(dt)
             return BatchNorm.apply(x, self.weight, self.bias, mean=mean, var=var, eps=self.eps)
         mean = Tensor(self.running_mean.reshape(1, C, 1, 1))
         scale = gamma * Tensor((self.running_var.reshape(1, C, 1, 1) + self.eps) ** -0.5)

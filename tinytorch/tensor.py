@@ -26,6 +26,10 @@ def grad_enabled() -> bool:
 # %% ../nbs/02_tensor.ipynb #65a6d4cf
 class Function:
     "One op: `forward` maps NumPy arrays to a NumPy array; module 09 adds `backward`."
+    saves_inputs = True    # backward reads the inputs' values, so they must not change before it runs
+    saves_output = False   # backward reads the output's values (exp, sqrt, tanh, max)
+    view = False           # the output shares the input's memory, hence its version counter
+
     def __init__(self, *parents): self.parents = parents
 
     def forward(self, *arrays, **kwargs): raise NotImplementedError
@@ -38,73 +42,115 @@ class Function:
     def apply(cls, *inputs, **kwargs):
         "Run the op on tensors; record the graph if any input wants a gradient."
         op = cls(*inputs)
-        out = Tensor._wrap(op.forward(*[t.data for t in inputs], **kwargs))
-        if _GradMode.enabled and any(t.requires_grad for t in inputs):
-            out.requires_grad, out._ctx = True, op
+        out = Tensor._wrap(op.forward(*[t._data for t in inputs], **kwargs))
+        if cls.view: out._vc = inputs[0]._vc
+        if _GradMode.enabled and any(t._requires_grad for t in inputs):
+            out._requires_grad, out._ctx = True, op
+            if cls.saves_inputs: op.saved_versions = [t._vc[0] for t in inputs]   # checked by backward
         return out
 
 # %% ../nbs/02_tensor.ipynb #64e0d94e
+_KIND_NAMES = {'O': 'Python objects', 'U': 'strings', 'S': 'bytes', 'c': 'complex numbers', 'M': 'datetimes',
+               'm': 'time deltas', 'V': 'raw records'}
+
+def _check_kind(arr: np.ndarray, data, what: str = "Tensor data") -> np.ndarray:
+    "Only real numbers (bool, int, float) make a tensor; anything else is refused, whatever container it came in."
+    if arr.dtype.kind not in 'biuf':
+        got = f"a {type(data).__name__} ({data!r:.40})" if isinstance(data, (str, bytes)) else \
+              f"{_KIND_NAMES.get(arr.dtype.kind, 'values')} (dtype {arr.dtype})"
+        raise TypeError(f"{what} must be real numbers (bool, int or float): numbers, nested lists of numbers, or a "
+                        f"numeric array; got {got}. Convert it first, e.g. np.asarray(x, dtype=np.float32)")
+    return arr
+
 def _to_array(data, dtype=None) -> np.ndarray:
     "NumPy array for `data`, following the Tensor dtype rules."
     if isinstance(data, Tensor): data = data.data
-    if dtype is not None: return np.asarray(data, dtype=dtype)
-    if isinstance(data, (np.ndarray, np.generic)): return np.asarray(data)
     try: arr = np.asarray(data)
     except ValueError as e: raise TypeError(f"Tensor data must be a rectangular nested list of numbers: {e}") from None
-    if arr.dtype == object:
-        raise TypeError(f"Tensor data must be numbers, nested lists of numbers, or an array; got {type(data).__name__}")
+    _check_kind(arr, data)
+    if dtype is not None:
+        try: target = np.dtype(dtype)
+        except TypeError: raise TypeError(f"Tensor: dtype={dtype!r} is not a NumPy dtype (e.g. np.float32, np.int64)") from None
+        if target.kind not in 'biuf':
+            raise TypeError(f"Tensor: dtype must be a real numeric dtype (bool, int or float), got {target}")
+        if target.kind in 'iub' and arr.dtype.kind == 'f' and not np.isfinite(arr).all():
+            raise ValueError(f"Tensor: cannot convert NaN or inf to dtype {target}")
+        return arr.astype(target, copy=False)
+    if isinstance(data, (np.ndarray, np.generic)): return arr
     return arr if arr.dtype == np.bool_ else arr.astype(np.float32)
 
 # %% ../nbs/02_tensor.ipynb #be2622d8
+from operator import attrgetter
+
+def _set_data(self, value):
+    "Replacing `.data`, or `t.data += ...` (which ends in this setter), counts as an in-place change."
+    self._data = value if type(value) is np.ndarray and value.dtype.kind in 'biuf' else _to_array(value)
+    self._vc[0] += 1
+
+def _set_requires_grad(self, flag):
+    "Checked like PyTorch: a bool, only on floating tensors, and only a leaf may stop requiring a gradient."
+    if not isinstance(flag, (bool, np.bool_)): raise TypeError(f"requires_grad must be True or False, got {flag!r}")
+    if flag and self._data.dtype.kind != 'f':
+        raise TypeError(f"requires_grad=True needs a floating dtype, got {self._data.dtype}")
+    if not flag and self.__dict__.get('_ctx') is not None:
+        raise RuntimeError("requires_grad can only be switched off on a leaf tensor; this one was computed by "
+                           f"{type(self._ctx).__name__}. Use .detach() for a copy outside the graph")
+    self._requires_grad = bool(flag)
+
 class Tensor:
     "An n-dimensional array that records the op that made it."
     __array_ufunc__ = None    # make `ndarray * Tensor` call Tensor.__rmul__ instead of NumPy
     __hash__ = object.__hash__  # we define __eq__ elementwise but still use tensors in sets
 
     def __init__(self, data, dtype=None, requires_grad=False):
-        self.data = _to_array(data, dtype)
+        self._data, self._vc = _to_array(data, dtype), [0]
         self.grad, self._ctx = None, None
-        self.requires_grad = bool(requires_grad)
-        if self.requires_grad and self.data.dtype.kind != 'f':
-            raise TypeError(f"requires_grad=True needs a floating dtype, got {self.data.dtype}")
+        self.requires_grad = requires_grad
 
     @classmethod
     def _wrap(cls, arr):
         "Fast path for op results: `arr` is already a NumPy array."
         t = cls.__new__(Tensor)
-        t.data, t.grad, t._ctx, t.requires_grad = arr, None, None, False
+        t._data, t._vc, t.grad, t._ctx, t._requires_grad = arr, [0], None, None, False
         return t
 
-    shape = property(lambda self: self.data.shape, doc="Tuple of dimension sizes")
-    dtype = property(lambda self: self.data.dtype, doc="NumPy dtype of the data")
-    ndim  = property(lambda self: self.data.ndim, doc="Number of dimensions")
-    size  = property(lambda self: self.data.size, doc="Number of elements")
+    data = property(attrgetter('_data'), _set_data, doc="The NumPy array behind the tensor")
+    requires_grad = property(attrgetter('_requires_grad'), _set_requires_grad, doc="Whether ops on this tensor are recorded")
+    _version = property(lambda self: self._vc[0], doc="How many in-place changes this tensor's memory has seen")
+    shape = property(lambda self: self._data.shape, doc="Tuple of dimension sizes")
+    dtype = property(lambda self: self._data.dtype, doc="NumPy dtype of the data")
+    ndim  = property(lambda self: self._data.ndim, doc="Number of dimensions")
+    size  = property(lambda self: self._data.size, doc="Number of elements")
+
+    def _bump_version(self):
+        "Record an in-place change made without the `.data` setter (an optimizer step, say)."
+        self._vc[0] += 1
 
     def numpy(self) -> np.ndarray:
         "The underlying NumPy array (shared, not copied)."
-        return self.data
+        return self._data
 
     def item(self):
         "The single value of a one-element tensor, as a Python number."
-        if self.data.size != 1:
+        if self._data.size != 1:
             raise ValueError(f"item() needs a tensor with exactly one element, got shape {self.shape}")
-        return self.data.item()
+        return self._data.item()
 
     def __array__(self, dtype=None, copy=None):
-        return self.data if dtype is None else self.data.astype(dtype)
+        return self._data if dtype is None else self._data.astype(dtype)
 
     def __len__(self):
         if self.ndim == 0: raise TypeError("len() of a 0-d tensor")
         return self.shape[0]
 
     def __bool__(self):
-        if self.data.size != 1:
+        if self._data.size != 1:
             raise ValueError(f"truth value of a tensor with shape {self.shape} is ambiguous; use .any() style reductions")
-        return bool(self.data)
+        return bool(self._data)
 
     def __repr__(self):
-        body = np.array2string(self.data, separator=', ', prefix='Tensor(', precision=4, threshold=200)
-        extra = f", shape={self.shape}" if self.data.size > 200 else ""
+        body = np.array2string(self._data, separator=', ', prefix='Tensor(', precision=4, threshold=200)
+        extra = f", shape={self.shape}" if self._data.size > 200 else ""
         grad = ", requires_grad=True" if self.requires_grad else ""
         return f"Tensor({body}{extra}, dtype={self.dtype}{grad})"
 
@@ -143,6 +189,8 @@ def ones(*shape, dtype=np.float32, requires_grad=False) -> Tensor:
 def full(shape, fill_value, dtype=np.float32, requires_grad=False) -> Tensor:
     "Tensor of `shape` filled with `fill_value`."
     shape = _shape((shape,))
+    if not isinstance(fill_value, numbers.Real):
+        raise TypeError(f"full: fill_value must be a real number, got {type(fill_value).__name__} {fill_value!r}")
     return Tensor(np.full(shape, fill_value, dtype=dtype), requires_grad=requires_grad)
 
 def randn(*shape, dtype=np.float32, requires_grad=False) -> Tensor:
@@ -155,10 +203,17 @@ def rand(*shape, dtype=np.float32, requires_grad=False) -> Tensor:
 
 def arange(start, stop=None, step=1, dtype=np.float32) -> Tensor:
     "Evenly spaced values in [start, stop), like `np.arange`."
+    for name, v in (('start', start), ('stop', stop), ('step', step)):
+        if v is not None and (not isinstance(v, numbers.Real) or not np.isfinite(v)):
+            raise TypeError(f"arange: {name} must be a finite real number, got {v!r}")
+    if step == 0: raise ValueError("arange: step must not be 0")
     return Tensor(np.arange(start, stop, step, dtype=dtype))
 
 def eye(n: int, m: int = None, dtype=np.float32) -> Tensor:
     "Identity matrix (n×m, default square)."
+    for name, v in (('n', n), ('m', m)):
+        if v is not None and (not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < 0):
+            raise ValueError(f"eye: {name} must be an int >= 0, got {v!r}")
     return Tensor(np.eye(n, m, dtype=dtype))
 
 # %% ../nbs/02_tensor.ipynb #5178f9a1
@@ -185,9 +240,12 @@ def _lift(x, like: Tensor) -> Tensor:
     "Turn a Python/NumPy scalar or array into a Tensor whose dtype matches `like` where it can."
     if isinstance(x, Tensor): return x
     if isinstance(x, np.generic): x = x.item()  # NumPy scalars act like Python ones
-    if isinstance(x, numbers.Number):
+    if isinstance(x, numbers.Real):
         return Tensor._wrap(np.asarray(x, dtype=np.result_type(like.data, x)))
-    return Tensor(x)
+    try: return Tensor(x)
+    except TypeError as e:
+        raise TypeError(f"cannot combine a Tensor with a {type(x).__name__}: the other operand must be a number, "
+                        f"an array or a Tensor ({e})") from None
 
 def _broadcast_pair(a, b, op: str):
     "Lift both operands to Tensors and expand them to their common shape."
@@ -274,7 +332,10 @@ Tensor.matmul = matmul
 # %% ../nbs/02_tensor.ipynb #66331777
 def _compare(np_op):
     def method(self, other):
-        other = other.data if isinstance(other, Tensor) else other
+        if not isinstance(other, Tensor):
+            try: other = _lift(other, self)
+            except TypeError: return NotImplemented   # `t == None` is False and `t < "a"` a TypeError, as in Python
+        other = other.data
         return Tensor._wrap(np.asarray(np_op(self.data, other)))
     return method
 
@@ -290,7 +351,9 @@ def _norm_axes(axis, ndim: int) -> tuple:
     "Axis argument as a sorted tuple of non-negative ints, validated against `ndim`."
     if axis is None: return tuple(range(ndim))
     if ndim == 0 and axis in (0, -1, ()): return ()
-    axes = (axis,) if isinstance(axis, numbers.Integral) else tuple(axis)
+    axes = (axis,) if isinstance(axis, numbers.Integral) else tuple(axis) if isinstance(axis, (tuple, list)) else None
+    if axes is None or not all(isinstance(a, numbers.Integral) and not isinstance(a, bool) for a in axes):
+        raise TypeError(f"axis must be None, an int or a tuple of ints, got {axis!r}")
     for a in axes:
         if not -ndim <= a < max(ndim, 1):
             raise ValueError(f"axis {a} is out of range for a tensor with {ndim} dimensions")
@@ -312,13 +375,21 @@ def _sum(self, axis=None, keepdims=False):
     "Sum over `axis` (all by default)."
     return Sum.apply(self, axis=_norm_axes(axis, self.ndim), keepdims=keepdims)
 
+def _check_nonempty(self, axes: tuple, name: str):
+    "max and min have no value over zero elements (sum has 0, mean is refused too)."
+    if any(self.shape[a] == 0 for a in axes):
+        raise ValueError(f"{name}() over an empty axis has no value: tensor of shape {self.shape}, "
+                         f"axis {axes if len(axes) != 1 else axes[0]}")
+
 def _max(self, axis=None, keepdims=False):
     "Largest value over `axis`."
-    if self.size == 0: raise ValueError(f"max of an empty tensor (shape {self.shape})")
-    return Max.apply(self, axis=_norm_axes(axis, self.ndim), keepdims=keepdims)
+    axes = _norm_axes(axis, self.ndim)
+    _check_nonempty(self, axes, "max")
+    return Max.apply(self, axis=axes, keepdims=keepdims)
 
 def _min(self, axis=None, keepdims=False):
     "Smallest value over `axis`."
+    _check_nonempty(self, _norm_axes(axis, self.ndim), "min")
     return -_max(-self, axis, keepdims)
 
 def _mean(self, axis=None, keepdims=False):
@@ -338,6 +409,7 @@ def _var(self, axis=None, keepdims=False, ddof=0):
 
 def _argmax(self, axis=None, keepdims=False):
     "Index of the largest value (no gradient)."
+    _check_nonempty(self, _norm_axes(axis, self.ndim), "argmax")
     if axis is None: return Tensor._wrap(np.asarray(self.data.argmax()))
     return Tensor._wrap(np.asarray(self.data.argmax(axis=axis, keepdims=keepdims)))
 
@@ -363,6 +435,8 @@ class GetItem(Function):
 def _reshape(self, *shape):
     "Same data, new shape; one dimension may be -1."
     shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+    if not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in shape):
+        raise TypeError(f"reshape: the new shape must be ints (one may be -1), got {shape}")
     known = int(np.prod([s for s in shape if s != -1]))
     if -1 in shape: ok = shape.count(-1) == 1 and known > 0 and self.size % known == 0
     else: ok = known == self.size
@@ -416,6 +490,11 @@ def _getitem(self, index):
     try: return GetItem.apply(self, index=_index_arrays(index))
     except IndexError as e: raise IndexError(f"index {index!r} is invalid for shape {self.shape}: {e}") from None
 
+def _setitem(self, index, value):
+    raise TypeError("Tensors do not support item assignment (t[i] = v): autograd could not follow it. Build the new "
+                    "values with where(mask, new, t) or concat; outside autograd, assign through t.data")
+
+Tensor.__setitem__ = _setitem
 Tensor.reshape, Tensor.view, Tensor.permute, Tensor.transpose = _reshape, _reshape, _permute, _transpose
 Tensor.flatten, Tensor.squeeze, Tensor.unsqueeze, Tensor.__getitem__ = _flatten, _squeeze, _unsqueeze, _getitem
 Tensor.T = property(lambda self: Permute.apply(self, axes=tuple(reversed(range(self.ndim)))))
@@ -455,6 +534,10 @@ def stack(tensors, axis: int = 0) -> Tensor:
 
 def _pad(self, pad_width, value=0.0):
     "Constant padding; `pad_width` is one (before, after) pair per axis, as in `np.pad`."
+    try: pad_width = tuple((b, a) for b, a in pad_width)
+    except (TypeError, ValueError): raise TypeError(f"pad: pad_width must be one (before, after) pair per axis, got {pad_width!r}") from None
+    if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 0 for pair in pad_width for v in pair):
+        raise ValueError(f"pad: pad_width must hold ints >= 0, got {pad_width}")
     pad_width = tuple((int(b), int(a)) for b, a in pad_width)
     if len(pad_width) != self.ndim:
         raise ValueError(f"pad needs {self.ndim} (before, after) pairs for shape {self.shape}, got {len(pad_width)}")
@@ -520,6 +603,9 @@ Tensor.tanh = lambda self: Tanh.apply(self)
 def _clip(self, lo=None, hi=None):
     "Limit values to [lo, hi]; either bound may be None."
     if lo is None and hi is None: raise ValueError("clip needs at least one of lo, hi")
+    for name, v in (('lo', lo), ('hi', hi)):
+        if v is not None and (not isinstance(v, numbers.Real) or v != v):
+            raise TypeError(f"clip: {name} must be a real number (not NaN) or None, got {v!r}")
     if lo is not None and hi is not None and lo > hi: raise ValueError(f"clip: lo={lo} is above hi={hi}")
     return Clip.apply(self, lo=lo, hi=hi)
 
@@ -539,10 +625,22 @@ def where(cond, a, b) -> Tensor:
 
 def _astype(self, dtype):
     "Same values in another dtype (float casts keep the gradient path)."
-    return self if np.dtype(dtype) == self.dtype else Cast.apply(self, dtype=np.dtype(dtype))
+    try: dtype = np.dtype(dtype)
+    except TypeError: raise TypeError(f"astype: {dtype!r} is not a NumPy dtype (e.g. np.float32, np.int64)") from None
+    if dtype.kind not in 'biuf': raise TypeError(f"astype: dtype must be a real numeric dtype (bool, int or float), got {dtype}")
+    return self if dtype == self.dtype else Cast.apply(self, dtype=dtype)
 
 Tensor.clip, Tensor.maximum, Tensor.astype = _clip, maximum, _astype
 exp, log, sqrt, tanh = Tensor.exp, Tensor.log, Tensor.sqrt, Tensor.tanh
+
+# %% ../nbs/02_tensor.ipynb #72c05402
+# What each op's backward rule reads (module 09). The defaults, on `Function`, are the cautious ones:
+# it reads its inputs, not its output, and the output is a new array.
+for _op in (Expand, Add, Sub, Neg, Sum, Reshape, Permute, GetItem, Concat, Pad, Where, Cast): _op.saves_inputs = False
+for _op in (Exp, Sqrt, Tanh): _op.saves_inputs, _op.saves_output = False, True
+Max.saves_output = True
+for _op in (Expand, Reshape, Permute, GetItem): _op.view = True
+del _op
 
 # %% ../nbs/02_tensor.ipynb #2a239928
 import ctypes, ctypes.util, os, platform

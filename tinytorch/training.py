@@ -8,6 +8,8 @@ import math, numbers, os, sys, tempfile, time, zipfile
 import numpy as np
 from .tensor import Tensor, Function
 from .optimizers import Optimizer, clip_grad_norm
+from .dataloader import _atomic_file
+from pathlib import Path
 
 # %% auto #0
 __all__ = ['FASHION_RECIPE', 'MSELoss', 'CrossEntropy', 'CrossEntropyLoss', 'BinaryCrossEntropyWithLogits', 'BCEWithLogitsLoss',
@@ -19,7 +21,7 @@ def _as_tensor(x, name: str, like: Tensor | None = None) -> Tensor:
     "Targets may come as Tensors, arrays or lists; float ones take the prediction's dtype."
     if isinstance(x, Tensor): return x
     arr = np.asarray(x)
-    if arr.dtype == object: raise TypeError(f"{name} must be a Tensor or an array, got {type(x).__name__}")
+    if arr.dtype.kind not in 'biuf': raise TypeError(f"{name} must be a Tensor or an array of numbers, got {type(x).__name__} of dtype {arr.dtype}")
     if like is not None and arr.dtype.kind == 'f': arr = arr.astype(like.dtype, copy=False)
     return Tensor(arr)
 
@@ -131,10 +133,13 @@ class BCEWithLogitsLoss:
 
     def __call__(self, logits: Tensor, targets) -> Tensor:
         if not isinstance(logits, Tensor): raise TypeError(f"BCEWithLogitsLoss: logits must be a Tensor, got {type(logits).__name__}")
-        t = (targets.data if isinstance(targets, Tensor) else np.asarray(targets)).astype(logits.dtype, copy=False)
+        t = targets.data if isinstance(targets, Tensor) else np.asarray(targets)
+        if t.dtype.kind not in 'biuf':
+            raise TypeError(f"BCEWithLogitsLoss: targets must be numbers in [0, 1], got dtype {t.dtype}")
+        t = t.astype(logits.dtype, copy=False)
         if t.shape != logits.shape:
             raise ValueError(f"BCEWithLogitsLoss: logits shape {logits.shape} and targets shape {t.shape} differ")
-        if t.size and (t.min() < 0 or t.max() > 1):
+        if t.size and not (np.isfinite(t).all() and t.min() >= 0 and t.max() <= 1):
             raise ValueError(f"BCEWithLogitsLoss: targets must be in [0, 1], got values from {t.min()} to {t.max()}")
         return BinaryCrossEntropyWithLogits.apply(logits, targets=t, reduction=self.reduction)
 
@@ -153,6 +158,8 @@ def accuracy(logits, targets) -> float:
 
 def confusion_matrix(preds, targets, num_classes: int) -> np.ndarray:
     "Counts `[true class, predicted class]` as a `(num_classes, num_classes)` int64 array."
+    if not isinstance(num_classes, numbers.Integral) or isinstance(num_classes, bool) or num_classes < 1:
+        raise ValueError(f"confusion_matrix: num_classes must be a positive int, got {num_classes!r}")
     p, t = _array(preds).reshape(-1), _array(targets).reshape(-1)
     if p.shape != t.shape: raise ValueError(f"confusion_matrix: {p.size} predictions but {t.size} targets")
     for name, a in (('prediction', p), ('target', t)):
@@ -252,6 +259,7 @@ class Trainer:
         self.verbose = verbose
         self.history = {k: [] for k in ('epoch', 'train_loss', 'train_acc', 'val_loss', 'val_acc', 'lr', 'time')}
         self.epoch, self.step, self.n_batches, self.best_epoch, self.stopped_early = 0, 0, None, None, False
+        self.running_epoch, self.interrupted = 0, False   # the epoch under way; whether the last fit was interrupted
 
     def _show_progress(self) -> bool:
         if self.verbose is not None: return bool(self.verbose)
@@ -262,20 +270,46 @@ class Trainer:
         ### BEGIN SOLUTION
         out = self.model(x)
         loss = self.loss_fn(out, y)
+        if not isinstance(loss, Tensor) or loss.size != 1: self._bad_loss(loss)
         value = loss.item()
         if not math.isfinite(value): self._nan_stop(value)
         self.optimizer.zero_grad()
         loss.backward()
+        self._check_grads(value)                  # before the step: NaN must never reach a weight
         if self.clip_norm is not None: clip_grad_norm(self.optimizer.params, self.clip_norm)
         self.optimizer.step()
         ### END SOLUTION
         if self.scheduler is not None and getattr(self.scheduler, 'interval', 'epoch') == 'step': self.scheduler.step()
         return value, _n_correct(out, y)
 
+    def _where(self) -> str:
+        return f"epoch {self.running_epoch}, step {self.step}" + (f" of {self.n_batches}" if self.n_batches else "")
+
+    def _bad_loss(self, loss):
+        got = f"a Tensor of shape {loss.shape}" if isinstance(loss, Tensor) else f"a {type(loss).__name__}"
+        raise TypeError(f"Trainer: loss_fn must return a one-element Tensor (the graph backward() starts from), got {got}; "
+                        "reduce it with .mean() or .sum(), and compute it with Tensor ops")
+
     def _nan_stop(self, value):
-        where = f"epoch {self.epoch}, step {self.step}" + (f" of {self.n_batches}" if self.n_batches else "")
-        raise FloatingPointError(f"loss became {value} at {where} (lr={self.optimizer.lr:g}); "
-                                 "lower the learning rate, normalise the inputs or set clip_norm")
+        raise FloatingPointError(f"loss became {value} at {self._where()} (lr={self.optimizer.lr:g}); the weights were "
+                                 "not updated. Lower the learning rate, normalise the inputs or set clip_norm")
+
+    def _check_grads(self, loss_value: float):
+        "Stop, naming the parameter and the step, if a gradient holds inf or NaN (cheap: one sum per gradient)."
+        for i, p in enumerate(self.optimizer.params):
+            g = p.grad.data if isinstance(p.grad, Tensor) else (None if p.grad is None else np.asarray(p.grad))
+            if g is None or g.dtype.kind != 'f' or math.isfinite(float(g.sum())) or np.isfinite(g).all(): continue
+            names = {id(q): n for n, q in self.model.named_parameters()} if hasattr(self.model, 'named_parameters') else {}
+            name = f"'{names[id(p)]}'" if id(p) in names else f"parameter {i} of the optimizer"
+            bad = 'NaN' if np.isnan(g).any() else 'inf'
+            raise FloatingPointError(
+                f"the gradient of {name} (shape {p.shape}) holds {bad} at {self._where()}, although the loss was finite "
+                f"({loss_value:.4g}); the weights were not updated. " +
+                ("A NaN gradient from a finite loss comes from an op whose derivative is undefined where it was taken "
+                 "(sqrt or log at 0, a division by 0, a power of a negative number) or from an overflow inside the "
+                 "model; clip_norm cannot repair NaN." if bad == 'NaN' else
+                 "An infinite gradient is an overflow: lower the learning rate, normalise the inputs, or check "
+                 "for divisions by tiny numbers."))
 
     def evaluate(self, loader) -> dict:
         "Mean loss and accuracy over `loader`, in eval mode and without recording a graph."
@@ -311,51 +345,69 @@ class Trainer:
 
     def fit(self, train_loader, val_loader=None, epochs: int = 1, early_stopping_patience: int | None = None) -> dict:
         "Train for `epochs` (or until early stopping); returns the history dict of per-epoch lists."
-        if not isinstance(epochs, numbers.Integral) or epochs < 1: raise ValueError(f"fit: epochs must be an int >= 1, got {epochs!r}")
+        if not isinstance(epochs, numbers.Integral) or isinstance(epochs, bool) or epochs < 1:
+            raise ValueError(f"fit: epochs must be an int >= 1, got {epochs!r}")
         if early_stopping_patience is not None:
             if val_loader is None: raise ValueError("fit: early stopping watches the validation loss; pass val_loader")
             if not isinstance(early_stopping_patience, numbers.Integral) or early_stopping_patience < 1:
                 raise ValueError(f"fit: early_stopping_patience must be an int >= 1, got {early_stopping_patience!r}")
         best_loss, best_state, bad_epochs = math.inf, None, 0
-        self.stopped_early = False
-        for _ in range(epochs):
-            self.epoch += 1
-            start = time.perf_counter()
-            try: self.n_batches = len(train_loader)
-            except TypeError: self.n_batches = None
-            bar = ProgressBar(self.n_batches, f"epoch {self.epoch}") if self._show_progress() else None
+        self.stopped_early = self.interrupted = False
+        try:
+            for _ in range(epochs):
+                row = self._run_epoch(train_loader, val_loader)
+                if early_stopping_patience is not None:
+                    if row['val_loss'] < best_loss:
+                        best_loss, best_state, bad_epochs, self.best_epoch = row['val_loss'], _state_copy(self.model), 0, self.epoch
+                    else:
+                        bad_epochs += 1
+                        if bad_epochs >= early_stopping_patience:
+                            self.stopped_early = True
+                            break
+        except KeyboardInterrupt:
+            self.interrupted = True               # Ctrl-C: the state is consistent; fit again to resume
+            raise
+        finally:
+            if best_state is not None: self.model.load_state_dict(best_state)   # also after an error or Ctrl-C
+        return self.history
+
+    def _run_epoch(self, train_loader, val_loader) -> dict:
+        "One epoch; `self.epoch` and the history advance together, only when the epoch is complete."
+        self.running_epoch = epoch = self.epoch + 1
+        start = time.perf_counter()
+        try: self.n_batches = len(train_loader)
+        except TypeError: self.n_batches = None
+        bar = ProgressBar(self.n_batches, f"epoch {epoch}") if self._show_progress() else None
+        try:
             _set_training(self.model, True)
             total, n, correct, counted, lr = 0.0, 0, 0, 0, self.optimizer.lr
             for self.step, batch in enumerate(train_loader, start=1):
                 x, y = _batch(batch, 'fit')
-                try: value, c = self.train_step(x, y)
-                except FloatingPointError:
-                    if bar: bar.close()
-                    raise
+                value, c = self.train_step(x, y)
                 size = len(x)
                 total += value * size; n += size
                 if c is not None: correct += c[0]; counted += c[1]
                 if bar: bar.update(extra=f"loss {total / n:.4f}")
             if n == 0: raise ValueError("fit: the training loader gave no batches")
-            row = {'epoch': self.epoch, 'train_loss': total / n, 'train_acc': correct / counted if counted else None,
+            row = {'epoch': epoch, 'train_loss': total / n, 'train_acc': correct / counted if counted else None,
                    'val_loss': None, 'val_acc': None, 'lr': lr}
             if val_loader is not None:
                 ev = self.evaluate(val_loader)
                 row['val_loss'], row['val_acc'] = ev['loss'], ev['acc']
-            if self.scheduler is not None and getattr(self.scheduler, 'interval', 'epoch') == 'epoch': self.scheduler.step()
-            row['time'] = time.perf_counter() - start
-            for k, v in row.items(): self.history[k].append(v)
-            if bar: bar.close(_summary(row))
-            if early_stopping_patience is not None:
-                if row['val_loss'] < best_loss:
-                    best_loss, best_state, bad_epochs, self.best_epoch = row['val_loss'], _state_copy(self.model), 0, self.epoch
-                else:
-                    bad_epochs += 1
-                    if bad_epochs >= early_stopping_patience:
-                        self.stopped_early = True
-                        break
-        if best_state is not None: self.model.load_state_dict(best_state)
-        return self.history
+        except BaseException as e:                # the bar's line is finished whatever stopped the epoch
+            if bar: bar.close('interrupted' if isinstance(e, KeyboardInterrupt) else f"stopped: {type(e).__name__}")
+            raise
+        if self.scheduler is not None and getattr(self.scheduler, 'interval', 'epoch') == 'epoch': self.scheduler.step()
+        row['time'] = time.perf_counter() - start
+        self.epoch = epoch
+        for k, v in row.items(): self.history[k].append(v)
+        if bar: bar.close(_summary(row))
+        if row['val_loss'] is not None and not math.isfinite(row['val_loss']):
+            raise FloatingPointError(
+                f"the validation loss became {row['val_loss']} after epoch {epoch} (train loss {row['train_loss']:.4g}): "
+                "the model's outputs on the validation data are not finite. Training stops here, since no later epoch "
+                "can be compared with it. Look for NaN or inf in the validation inputs, or lower the learning rate")
+        return row
 
 def _summary(row: dict) -> str:
     parts = [f"loss {row['train_loss']:.4f}"]
@@ -373,22 +425,19 @@ def _meta_array(key: str, value) -> np.ndarray:
 
 def save_checkpoint(path, model, optimizer: Optimizer | None = None, **meta) -> str:
     "Write the model's (and optionally the optimizer's) state and `meta` values to an `.npz` file, atomically."
+    if not callable(getattr(model, 'state_dict', None)):
+        raise TypeError(f"save_checkpoint: model must be a Module (something with state_dict()), got {type(model).__name__}")
+    if optimizer is not None and not isinstance(optimizer, Optimizer):
+        raise TypeError(f"save_checkpoint: optimizer must be a tinytorch Optimizer or None, got {type(optimizer).__name__}")
+    if not isinstance(path, (str, os.PathLike)): raise TypeError(f"save_checkpoint: path must be a file path, got {type(path).__name__}")
+    if os.path.isdir(path): raise IsADirectoryError(f"save_checkpoint: {path} is a folder; give a file name such as model.npz")
     arrays = {f'model/{k}': np.asarray(_array(v)) for k, v in model.state_dict().items()}
     if not arrays: raise ValueError(f"save_checkpoint: {type(model).__name__} has an empty state_dict")
     if optimizer is not None: arrays.update({f'optimizer/{k}': np.asarray(v) for k, v in optimizer.state_dict().items()})
     arrays.update({f'meta/{k}': _meta_array(k, v) for k, v in meta.items()})
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.' + os.path.basename(path) + '.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            np.savez(f, **arrays)
-            f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp): os.unlink(tmp)
-        raise
+    with _atomic_file(path, '.tmp') as f:     # module 08: a locked temp file, moded like the file it replaces
+        np.savez(f, **arrays)
     return path
 
 def _check_state(saved: dict, current: dict, what: str, path: str):
@@ -403,8 +452,26 @@ def _check_state(saved: dict, current: dict, what: str, path: str):
         if shapes: msg.append("shape mismatch " + "; ".join(shapes))
         raise ValueError(' '.join(msg))
 
-def load_checkpoint(path, model, optimizer: Optimizer | None = None) -> dict:
-    "Load a `save_checkpoint` file into `model` (and `optimizer`); return the metadata dict."
+def _model_arrays(saved: dict, current: dict, path: str, allow_nonfinite: bool) -> dict:
+    "The checkpoint's model arrays, converted to the model's dtypes; every entry checked before anything is loaded."
+    out = {}
+    for k, v in saved.items():
+        target = np.asarray(_array(current[k])).dtype
+        if v.dtype.kind not in 'biuf':
+            raise TypeError(f"checkpoint {path}: model/{k} holds {v.dtype} values, not numbers; the file is damaged or was not written by save_checkpoint")
+        if v.dtype.kind == 'f' and not allow_nonfinite and not np.isfinite(v).all():
+            n = int((~np.isfinite(v)).sum())
+            raise ValueError(f"checkpoint {path}: model/{k} holds {n} NaN or inf values; loading it would make the model "
+                             "output NaN (it was probably saved after training diverged). Pass allow_nonfinite=True to load it anyway")
+        out[k] = np.array(v, dtype=target, copy=True)
+    return out
+
+def load_checkpoint(path, model, optimizer: Optimizer | None = None, allow_nonfinite: bool = False) -> dict:
+    "Load a `save_checkpoint` file into `model` (and `optimizer`), all or nothing; return the metadata dict."
+    if not callable(getattr(model, 'state_dict', None)) or not callable(getattr(model, 'load_state_dict', None)):
+        raise TypeError(f"load_checkpoint: model must be a Module (with state_dict and load_state_dict), got {type(model).__name__}")
+    if optimizer is not None and not isinstance(optimizer, Optimizer):
+        raise TypeError(f"load_checkpoint: optimizer must be a tinytorch Optimizer or None, got {type(optimizer).__name__}")
     path = os.fspath(path)
     if not os.path.exists(path): raise FileNotFoundError(f"no checkpoint at {path}")
     if not zipfile.is_zipfile(path):
@@ -421,11 +488,16 @@ def load_checkpoint(path, model, optimizer: Optimizer | None = None) -> dict:
         if head not in parts: raise ValueError(f"{path}: unexpected key {k!r} (expected model/, optimizer/ or meta/ keys)")
         parts[head][name] = v
     if not parts['model']: raise ValueError(f"{path} holds no model/ arrays; was it written by save_checkpoint?")
-    _check_state(parts['model'], model.state_dict(), 'model', path)
-    if optimizer is not None:
+    current = model.state_dict()
+    _check_state(parts['model'], current, 'model', path)
+    arrays = _model_arrays(parts['model'], current, path, allow_nonfinite)
+    if optimizer is not None:                 # validate the optimizer's state too before touching anything
         if not parts['optimizer']: raise ValueError(f"{path} holds no optimizer state; it was saved without optimizer=")
-        optimizer.load_state_dict(parts['optimizer'])
-    model.load_state_dict(parts['model'])
+        try: optimizer.check_state_dict(parts['optimizer'])
+        except (ValueError, KeyError, TypeError) as e:
+            raise type(e)(f"checkpoint {path}, optimizer state: {e.args[0] if e.args else e}") from None
+    model.load_state_dict(arrays)             # both checked: neither load can fail half-way now
+    if optimizer is not None: optimizer.load_state_dict(parts['optimizer'])
     return {k: (v.item() if v.ndim == 0 else v) for k, v in parts['meta'].items()}
 
 # %% ../nbs/11_training.ipynb #983c1119
