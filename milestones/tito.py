@@ -10,6 +10,7 @@
   tito course manifest [--check]                      record (or check) the released test cells' hashes
   tito system doctor                                  environment report from tinytorch.setup
   tito docs build                                     the docs site (milestones/site.py; make docs)
+  tito serve [--port 8000] [--model PATH]             serve the model over HTTP (tinytorch.capstone; make serve)
 
 Built on the progress engine (milestones/engine.py, which also holds the unlock policy: this file
 only parses and prints), the solution-region tools (milestones/solutions.py), the text renderers
@@ -270,6 +271,18 @@ def cmd_docs_build(args) -> int:
     return int(getattr(result, 'exit_code', 0))
 
 
+def cmd_serve(args) -> int:
+    try:
+        from tinytorch.capstone import serve
+    except ImportError as e:
+        raise TitoError(f'the server is module 16 (tinytorch.capstone), which does not import: {e}')
+    try:
+        return serve(port=args.port, host=args.host, model=args.model, registry=args.registry, workers=args.workers,
+                     batching=not args.no_batching)
+    except (ImportError, FileNotFoundError, ValueError, RuntimeError) as e:
+        raise TitoError(str(e))
+
+
 # --------------------------------------------------------------------------- argument parsing
 
 def build_parser() -> argparse.ArgumentParser:
@@ -277,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 'unlock your progress through the course.')
     p.add_argument('--root', type=Path, default=None,
                    help='project folder (default: the nearest folder holding milestones/milestones.json)')
-    groups = p.add_subparsers(dest='group', metavar='{milestone,module,course,system,docs}')
+    groups = p.add_subparsers(dest='group', metavar='{milestone,module,course,system,docs,serve}')
 
     g = groups.add_parser('milestone', help='milestone status, timeline, tests and unlocks')
     g.set_defaults(group_parser=g)
@@ -330,6 +343,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = g.add_subparsers(dest='command', metavar='{build}')
     c = sub.add_parser('build', help='build the HTML docs site')
     c.set_defaults(func=cmd_docs_build)
+
+    g = groups.add_parser('serve', help='serve the Fashion-MNIST model over HTTP (Open Inference Protocol, page at /)')
+    g.add_argument('--port', type=int, default=8000, help='TCP port (default 8000)')
+    g.add_argument('--host', default='127.0.0.1', help='address to bind (default 127.0.0.1, this machine only)')
+    g.add_argument('--model', type=Path, default=None, help="serve this model file instead of the registry's production version")
+    g.add_argument('--registry', type=Path, default=None, help='model registry folder (default $TINYTORCH_REGISTRY or ~/.cache/tinytorch/registry)')
+    g.add_argument('--workers', type=int, default=1, help='worker processes (default 1)')
+    g.add_argument('--no-batching', action='store_true', help='turn dynamic batching off')
+    g.set_defaults(func=cmd_serve)
     return p
 
 

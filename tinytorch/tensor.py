@@ -259,25 +259,42 @@ def _broadcast_pair(a, b, op: str):
 
 # %% ../nbs/02_tensor.ipynb #34fbca1c
 class Add(Function):
-    def forward(self, a, b): return a + b
+    def forward(self, a, b):
+        ### BEGIN SOLUTION
+        return a + b
+        ### END SOLUTION
 
 class Sub(Function):
-    def forward(self, a, b): return a - b
+    def forward(self, a, b):
+        ### BEGIN SOLUTION
+        return a - b
+        ### END SOLUTION
 
 class Mul(Function):
-    def forward(self, a, b): return a * b
+    def forward(self, a, b):
+        ### BEGIN SOLUTION
+        return a * b
+        ### END SOLUTION
 
 class Div(Function):
-    def forward(self, a, b): return a / b
+    def forward(self, a, b):
+        ### BEGIN SOLUTION
+        return a / b
+        ### END SOLUTION
 
 class Neg(Function):
-    def forward(self, a): return -a
+    def forward(self, a):
+        ### BEGIN SOLUTION
+        return -a
+        ### END SOLUTION
 
 class Pow(Function):
     "`x ** p` for a constant exponent `p`."
     def forward(self, x, p):
+        ### BEGIN SOLUTION
         self.p = p
         return x ** p
+        ### END SOLUTION
 
 # %% ../nbs/02_tensor.ipynb #dc5d5494
 def _binary(op_cls, name):
@@ -307,9 +324,11 @@ Tensor.__pow__, Tensor.__rpow__ = _pow, _rpow
 # %% ../nbs/02_tensor.ipynb #73107d93
 class MatMul(Function):
     def forward(self, a, b):
+        ### BEGIN SOLUTION
         if a.ndim > 2 and b.ndim == 2:  # one big GEMM beats NumPy's loop over the batch
             return (a.reshape(-1, a.shape[-1]) @ b).reshape(a.shape[:-1] + (b.shape[1],))
         return np.matmul(a, b)
+        ### END SOLUTION
 
 def matmul(a: Tensor, b: Tensor) -> Tensor:
     "Matrix product with batch broadcasting; errors name both shapes."
@@ -361,14 +380,18 @@ def _norm_axes(axis, ndim: int) -> tuple:
 
 class Sum(Function):
     def forward(self, x, axis, keepdims):
+        ### BEGIN SOLUTION
         self.in_shape, self.axis, self.keepdims = x.shape, axis, keepdims
         return np.asarray(x.sum(axis=axis, keepdims=keepdims))
+        ### END SOLUTION
 
 class Max(Function):
     def forward(self, x, axis, keepdims):
+        ### BEGIN SOLUTION
         self.x, self.axis, self.keepdims = x, axis, keepdims
         self.out = np.asarray(x.max(axis=axis, keepdims=True))
         return self.out if keepdims else np.asarray(self.out.squeeze(axis))
+        ### END SOLUTION
 
 # %% ../nbs/02_tensor.ipynb #193575c3
 def _sum(self, axis=None, keepdims=False):
@@ -418,18 +441,24 @@ Tensor.sum, Tensor.max, Tensor.min, Tensor.mean, Tensor.var, Tensor.argmax = _su
 # %% ../nbs/02_tensor.ipynb #40631a73
 class Reshape(Function):
     def forward(self, x, shape):
+        ### BEGIN SOLUTION
         self.in_shape = x.shape
         return x.reshape(shape)
+        ### END SOLUTION
 
 class Permute(Function):
     def forward(self, x, axes):
+        ### BEGIN SOLUTION
         self.axes = axes
         return x.transpose(axes)
+        ### END SOLUTION
 
 class GetItem(Function):
     def forward(self, x, index):
+        ### BEGIN SOLUTION
         self.in_shape, self.index = x.shape, index
         return x[index]
+        ### END SOLUTION
 
 # %% ../nbs/02_tensor.ipynb #e2877ae5
 def _reshape(self, *shape):
@@ -502,13 +531,17 @@ Tensor.T = property(lambda self: Permute.apply(self, axes=tuple(reversed(range(s
 # %% ../nbs/02_tensor.ipynb #77a241ab
 class Concat(Function):
     def forward(self, *xs, axis):
+        ### BEGIN SOLUTION
         self.axis, self.sizes = axis, [x.shape[axis] for x in xs]
         return np.concatenate(xs, axis=axis)
+        ### END SOLUTION
 
 class Pad(Function):
     def forward(self, x, pad_width, value):
+        ### BEGIN SOLUTION
         self.pad_width = pad_width
         return np.pad(x, pad_width, constant_values=value)
+        ### END SOLUTION
 
 # %% ../nbs/02_tensor.ipynb #4ce54ff6
 def concat(tensors, axis: int = 0) -> Tensor:
@@ -548,49 +581,67 @@ Tensor.pad = _pad
 # %% ../nbs/02_tensor.ipynb #28def917
 class Exp(Function):
     def forward(self, x):
+        ### BEGIN SOLUTION
         self.out = np.exp(x)
         return self.out
+        ### END SOLUTION
 
 class Log(Function):
     def forward(self, x):
+        ### BEGIN SOLUTION
         self.x = x
         return np.log(x)
+        ### END SOLUTION
 
 class Sqrt(Function):
     def forward(self, x):
+        ### BEGIN SOLUTION
         self.out = np.sqrt(x)
         return self.out
+        ### END SOLUTION
 
 class Abs(Function):
     def forward(self, x):
+        ### BEGIN SOLUTION
         self.x = x
         return np.abs(x)
+        ### END SOLUTION
 
 class Tanh(Function):
     def forward(self, x):
+        ### BEGIN SOLUTION
         self.out = np.tanh(x)
         return self.out
+        ### END SOLUTION
 
 class Clip(Function):
     def forward(self, x, lo, hi):
+        ### BEGIN SOLUTION
         self.x, self.lo, self.hi = x, lo, hi
         return np.clip(x, lo, hi)
+        ### END SOLUTION
 
 class Maximum(Function):
     def forward(self, a, b):
+        ### BEGIN SOLUTION
         self.a, self.b = a, b
         return np.maximum(a, b)
+        ### END SOLUTION
 
 class Where(Function):
     "`cond ? a : b`; `cond` is a constant boolean array."
     def forward(self, a, b, cond):
+        ### BEGIN SOLUTION
         self.cond = cond
         return np.where(cond, a, b)
+        ### END SOLUTION
 
 class Cast(Function):
     def forward(self, x, dtype):
+        ### BEGIN SOLUTION
         self.in_dtype = x.dtype
         return x.astype(dtype)
+        ### END SOLUTION
 
 # %% ../nbs/02_tensor.ipynb #013fe736
 Tensor.exp  = lambda self: Exp.apply(self)
