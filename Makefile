@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install export test milestone-status docs bench serve serve-bench clean
+.PHONY: help install export test milestone-status docs bench cifar serve serve-bench clean
 
 help: ## list the targets
 	@echo "TinyTorch make targets:"
@@ -18,7 +18,7 @@ $(STAMP): settings.ini setup.py
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "Installing TinyTorch and its pinned toolchain into $(VENV) ..."
 	@$(BIN)/python -m pip install -q --upgrade pip
-	@$(BIN)/python -m pip install -q -e ".[dev,serve]"
+	@$(BIN)/python -m pip install -q -e ".[dev,images,serve]"
 	@$(BIN)/python -m pip check
 	@touch $(STAMP)
 
@@ -39,6 +39,9 @@ docs: $(STAMP) ## build the docs site into _docs/, offline: every notebook run o
 bench: $(STAMP) ## time TinyTorch against PyTorch CPU (installs torch into .venv when it can)
 	@$(BIN)/python -c 'import torch' 2>/dev/null || $(BIN)/python -m pip install -q torch==2.13.0 || echo "torch not installable: printing TinyTorch times only"
 	@$(BIN)/python tests/bench.py
+
+cifar: $(STAMP) ## train a ResNet-9-style CNN on CIFAR-10 (50,000 images), report test accuracy, wall time, curve, PyTorch ratio
+	@$(BIN)/python tests/cifar.py
 
 serve: $(STAMP) ## serve the model on http://127.0.0.1:8000 (first start trains and registers it; PORT=, WORKERS=)
 	@$(BIN)/tito serve --port $(or $(PORT),8000) --workers $(or $(WORKERS),1)

@@ -17,7 +17,8 @@ setuptools.setup(
     package_data={'tinytorch': ['data/*'], 'milestones': ['*.json', 'templates/*', 'templates/*/*']},
     include_package_data=True,
     install_requires=cfg['requirements'].split(),
-    extras_require={'dev': cfg['dev_requirements'].split(), 'serve': cfg.get('serve_requirements', '').split()},
+    extras_require={'dev': cfg['dev_requirements'].split(), 'serve': cfg.get('serve_requirements', '').split(),
+                    'images': cfg.get('images_requirements', '').split()},
     entry_points={'console_scripts': cfg['console_scripts'].split(),
                   'nbdev': [f"{cfg['lib_name']}={cfg['lib_name']}._modidx:d"]},
 )

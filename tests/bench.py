@@ -1,11 +1,29 @@
-"""`make bench`: TinyTorch speed against PyTorch CPU on the same machine.
+"""`make bench`: TinyTorch speed against PyTorch CPU on the same machine, two ways.
 
-Each case prints TinyTorch's median time and, when `torch` imports, PyTorch's median time and the
-ratio (TinyTorch / PyTorch; at most 2.0 meets the course target). Each framework is timed in its own
-process, so PyTorch's OpenMP threads and NumPy's BLAS threads never compete for the same cores.
-Not a test: timings never gate CI. A case whose modules are not built yet says why and is skipped.
+1. **Separate processes.** Each framework times every case in its own child process (median of 15
+   calls after 3 warm-ups), so PyTorch's OpenMP threads and NumPy's BLAS threads never share a process.
+2. **Interleaved.** One process builds both frameworks' cases and alternates short rounds
+   (TinyTorch, PyTorch, TinyTorch, ...). Each round gives one ratio; the table shows the median of
+   those ratios. Anything else running on the machine then slows both sides of a ratio alike, which
+   makes this the steadier number on a shared machine.
+
+Every case also gets a roofline column: its GFLOP/s (the floating-point work of the case, counted by
+hand below, divided by TinyTorch's median time) and that rate as a percentage of this machine's
+matmul peak, measured first as the best of a few large float32 NumPy matmuls.
+
+The run prints the load average before and after and the share of the CPU other processes used
+while it ran, and warns when that makes the ratios unreliable. Not a test: timings never gate CI.
+A case whose modules are not built yet says why and is skipped.
+
+    python tests/bench.py [--mode both|separate|interleaved] [--rounds N] [--threads N]
+
+`--threads 1` pins both frameworks to one thread: a fairer comparison on a busy machine, where a
+multi-threaded BLAS call waits for whichever of its threads the scheduler set aside.
 """
-import json, os, subprocess, sys, time, statistics
+import argparse, json, os, subprocess, sys, time, statistics
+if "--threads" in sys.argv:   # must be set before NumPy loads its BLAS; child processes inherit it
+    n = sys.argv[sys.argv.index("--threads") + 1]
+    os.environ.update(OPENBLAS_NUM_THREADS=n, OMP_NUM_THREADS=n, MKL_NUM_THREADS=n, TINYTORCH_BENCH_THREADS=n)
 import numpy as np
 
 def median_ms(fn, repeats=15, warmup=3):
@@ -144,26 +162,60 @@ def pt_train_step(model_name):
         opt.zero_grad(); loss_fn(model(x), y).backward(); opt.step()
     return step
 
-CASES = [  # (name, tinytorch builder, torch builder)
-    ("matmul 512x512 @ 512x512",                  tt_matmul, pt_matmul),
-    ("Linear forward (128, 784->256)",            tt_linear, pt_linear),
-    ("Conv2d forward 64x3x32x32 -> 32, 3x3 pad 1",  lambda: tt_conv(3, 32, False), lambda: pt_conv(3, 32, False)),
-    ("Conv2d fwd+bwd 64x3x32x32 -> 32",           lambda: tt_conv(3, 32, True), lambda: pt_conv(3, 32, True)),
-    ("Conv2d forward 64x32x32x32 -> 64, 3x3 pad 1", lambda: tt_conv(32, 64, False), lambda: pt_conv(32, 64, False)),
-    ("Conv2d fwd+bwd 64x32x32x32 -> 64",          lambda: tt_conv(32, 64, True), lambda: pt_conv(32, 64, True)),
-    ("MaxPool2d(2) forward 64x32x32x32",          tt_maxpool, pt_maxpool),
-    ("MultiHeadAttention fwd (32, 64, 128), 4 heads", tt_mha, pt_mha),
-    ("MLP 784-256-10 train step (batch 128, Adam)", lambda: tt_train_step("mlp"), lambda: pt_train_step("mlp")),
-    ("CNN train step conv16-pool-conv32-pool-linear", lambda: tt_train_step("cnn"), lambda: pt_train_step("cnn")),
+# The floating-point work of each case, counted by hand: a multiply-add is 2 FLOPs; a convolution's
+# backward is two more GEMMs of the forward's size (weight gradient, input gradient); a comparison in
+# max pooling counts as one.
+def conv_flops(n, c, h, w, f, k=3, pad=1):
+    return 2 * n * f * (h + 2 * pad - k + 1) * (w + 2 * pad - k + 1) * c * k * k
+
+MLP_FWD = 2 * 128 * (784 * 256 + 256 * 10)
+CNN_FWD = conv_flops(128, 1, 28, 28, 16) + conv_flops(128, 16, 14, 14, 32) + 2 * 128 * 32 * 7 * 7 * 10
+CASES = [  # (name, tinytorch builder, torch builder, FLOPs per call)
+    ("matmul 512x512 @ 512x512",                  tt_matmul, pt_matmul, 2 * 512 ** 3),
+    ("Linear forward (128, 784->256)",            tt_linear, pt_linear, 2 * 128 * 784 * 256),
+    ("Conv2d forward 64x3x32x32 -> 32, 3x3 pad 1",  lambda: tt_conv(3, 32, False), lambda: pt_conv(3, 32, False),
+     conv_flops(64, 3, 32, 32, 32)),
+    ("Conv2d fwd+bwd 64x3x32x32 -> 32",           lambda: tt_conv(3, 32, True), lambda: pt_conv(3, 32, True),
+     3 * conv_flops(64, 3, 32, 32, 32)),
+    ("Conv2d forward 64x32x32x32 -> 64, 3x3 pad 1", lambda: tt_conv(32, 64, False), lambda: pt_conv(32, 64, False),
+     conv_flops(64, 32, 32, 32, 64)),
+    ("Conv2d fwd+bwd 64x32x32x32 -> 64",          lambda: tt_conv(32, 64, True), lambda: pt_conv(32, 64, True),
+     3 * conv_flops(64, 32, 32, 32, 64)),
+    ("MaxPool2d(2) forward 64x32x32x32",          tt_maxpool, pt_maxpool, 64 * 32 * 16 * 16 * 4),
+    ("MultiHeadAttention fwd (32, 64, 128), 4 heads", tt_mha, pt_mha,
+     4 * 2 * 32 * 64 * 128 * 128 + 2 * 2 * 32 * 64 * 64 * 128),
+    # backward: weight gradients of both layers, input gradient of the second only
+    ("MLP 784-256-10 train step (batch 128, Adam)", lambda: tt_train_step("mlp"), lambda: pt_train_step("mlp"),
+     MLP_FWD * 2 + 2 * 128 * 256 * 10),
+    ("CNN train step conv16-pool-conv32-pool-linear", lambda: tt_train_step("cnn"), lambda: pt_train_step("cnn"),
+     CNN_FWD * 3 - conv_flops(128, 1, 28, 28, 16)),
 ]
+# the issue's targets for TinyTorch / PyTorch; every other case must stay within 2x
+TARGETS = {"matmul 512x512 @ 512x512": 1.1, "Conv2d fwd+bwd 64x32x32x32 -> 64": 1.5,
+           "MLP 784-256-10 train step (batch 128, Adam)": 1.5, "CNN train step conv16-pool-conv32-pool-linear": 1.5}
+def target(name): return TARGETS.get(name, 2.0)
+
+def matmul_peak_gflops(n: int = 1024, tries: int = 10) -> float:
+    "This machine's float32 matmul rate through NumPy's BLAS: the best of a few n×n products."
+    a, b = data(n, n), data(n, n, seed=1)
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(tries))
+    return 2 * n ** 3 / best / 1e9
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter(); fn(); return time.perf_counter() - t0
+
+def threads() -> int: return int(os.environ.get("TINYTORCH_BENCH_THREADS") or os.cpu_count() or 1)
+
+def set_torch_threads():
+    import torch
+    torch.set_num_threads(threads())
 
 def time_all(framework: str) -> dict:
     "Child process: time every case of one framework; JSON name -> ms, or an explanation."
-    if framework == "torch":
-        import torch
-        torch.set_num_threads(os.cpu_count() or 1)
+    if framework == "torch": set_torch_threads()
     results = {}
-    for name, ours, theirs in CASES:
+    for name, ours, theirs, _ in CASES:
         try:
             results[name] = median_ms((ours if framework == "tinytorch" else theirs)())
         except (ImportError, AttributeError) as e:
@@ -176,30 +228,119 @@ def run_child(framework: str) -> dict:
         raise SystemExit(f"{framework} benchmarks crashed:\n{proc.stderr}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
+def interleaved(rounds: int, calls: int = 3) -> dict:
+    "Both frameworks in this process, alternating rounds of `calls` timed calls; name -> (ms ours, ms theirs, median ratio)."
+    set_torch_threads()
+    out = {}
+    for name, ours, theirs, _ in CASES:
+        try: fns = (ours(), theirs())
+        except (ImportError, AttributeError) as e:
+            out[name] = f"skipped: {e}"; continue
+        for fn in fns: fn(); fn()                     # warm-up: allocator, BLAS threads, caches
+        times, ratios = ([], []), []
+        for r in range(rounds):
+            pair = []
+            for side in ((0, 1) if r % 2 == 0 else (1, 0)):   # alternate who goes first
+                fns[side]()                                  # one untimed call hands the cores over
+                t = statistics.median(_timed(fns[side]) for _ in range(calls))
+                times[side].append(t); pair.append((side, t))
+            t_ours, t_theirs = dict(pair)[0], dict(pair)[1]
+            ratios.append(t_ours / t_theirs)
+        out[name] = (statistics.median(times[0]) * 1e3, statistics.median(times[1]) * 1e3, statistics.median(ratios))
+    return out
+
+class CpuWatch:
+    "How much CPU time other processes took while we ran, from /proc/stat minus our own CPU time."
+    def __init__(self):
+        self.start_load = os.getloadavg()[0]
+        self.busy0, self.own0, self.t0 = self._busy(), self._own(), time.perf_counter()
+
+    @staticmethod
+    def _busy():
+        try:
+            with open('/proc/stat') as f: fields = [int(v) for v in f.readline().split()[1:]]
+        except OSError: return None
+        return (sum(fields) - fields[3] - fields[4]) / os.sysconf('SC_CLK_TCK')   # all but idle and iowait, seconds
+
+    @staticmethod
+    def _own():
+        t = os.times()
+        return t.user + t.system + t.children_user + t.children_system
+
+    def others_share(self):
+        "Fraction of the machine's CPU capacity that other processes used since we started (None off Linux)."
+        busy = self._busy()
+        if busy is None or self.busy0 is None: return None
+        wall = time.perf_counter() - self.t0
+        return max(0.0, (busy - self.busy0) - (self._own() - self.own0)) / (wall * (os.cpu_count() or 1))
+
+def load_warning(load: float) -> str:
+    cores = os.cpu_count() or 1
+    return (f"  WARNING: load average {load:.1f} on {cores} cores: other processes compete for the CPU, so these "
+            f"timings are unreliable; the interleaved ratios suffer least. Rerun on an idle machine."
+            if load > 0.5 else "")
+
+def roofline(name, flops, ms, peak) -> str:
+    rate = flops / (ms / 1e3) / 1e9
+    return f"{rate:7.1f} GFLOP/s {100 * rate / peak:5.1f}%"
+
 def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument("--mode", choices=("both", "separate", "interleaved"), default="both")
+    parser.add_argument("--rounds", type=int, default=9, help="interleaved rounds per case (default 9)")
+    parser.add_argument("--threads", type=int, default=None, help="BLAS/OpenMP threads for both (default: all cores)")
+    args = parser.parse_args()
     try:
         import torch
         torch_version = torch.__version__
     except ImportError:
         torch_version = None
-    print(f"numpy {np.__version__}; torch {torch_version or 'not installed'}; {os.cpu_count()} cores; "
-          f"load average {os.getloadavg()[0]:.1f} (ratios are only meaningful on an idle machine)\n", flush=True)
-    ours = run_child("tinytorch")
-    theirs = run_child("torch") if torch_version else {}
-    ratios = []
-    for name, _, _ in CASES:
-        mine, ref = ours[name], theirs.get(name)
-        if isinstance(mine, str): print(f"{name:<48} {mine}"); continue
-        line = f"{name:<48} tinytorch {mine:8.2f} ms"
-        if isinstance(ref, float):
-            ratio = mine / ref
-            ratios.append((ratio, name))
-            line += f"   torch {ref:8.2f} ms   ratio {ratio:5.2f}x {'✅' if ratio <= 2 else '❌'}"
-        print(line, flush=True)
-    if ratios:
-        worst = max(ratios)
-        within = sum(r <= 2 for r, _ in ratios)
-        print(f"\n{within}/{len(ratios)} cases within 2x of PyTorch; worst {worst[0]:.2f}x ({worst[1]})")
+    watch = CpuWatch()
+    print(f"numpy {np.__version__}; torch {torch_version or 'not installed'}; {os.cpu_count()} cores, {threads()} threads; "
+          f"load average {watch.start_load:.2f} at start", flush=True)
+    if warning := load_warning(watch.start_load): print(warning)
+    peak = matmul_peak_gflops()
+    print(f"matmul peak (best of 10 float32 1024x1024 NumPy matmuls): {peak:.1f} GFLOP/s; the roofline column is "
+          f"TinyTorch's rate as a share of it (measured again at the end; a busy machine underestimates it)", flush=True)
+    flops = {name: f for name, _, _, f in CASES}
+    verdicts = {}
+    if args.mode in ("both", "separate"):
+        print("\n== separate processes (median of 15 calls each; ratio = TinyTorch / PyTorch) ==")
+        ours = run_child("tinytorch")
+        theirs = run_child("torch") if torch_version else {}
+        for name, *_ in CASES:
+            mine, ref = ours[name], theirs.get(name)
+            if isinstance(mine, str): print(f"{name:<48} {mine}"); continue
+            line = f"{name:<48} tinytorch {mine:8.2f} ms"
+            if isinstance(ref, float):
+                ratio = mine / ref
+                verdicts.setdefault(name, []).append(ratio)
+                line += f"  torch {ref:8.2f} ms  ratio {ratio:5.2f}x {'ok ' if ratio <= target(name) else 'SLOW'}"
+            print(line + f"  {roofline(name, flops[name], mine, peak)}", flush=True)
+    if args.mode in ("both", "interleaved") and torch_version:
+        print(f"\n== interleaved in one process ({args.rounds} alternating rounds; ratio = median of the rounds' ratios) ==")
+        for name, result in interleaved(args.rounds).items():
+            if isinstance(result, str): print(f"{name:<48} {result}"); continue
+            mine, ref, ratio = result
+            verdicts.setdefault(name, []).append(ratio)
+            print(f"{name:<48} tinytorch {mine:8.2f} ms  torch {ref:8.2f} ms  ratio {ratio:5.2f}x "
+                  f"{'ok ' if ratio <= target(name) else 'SLOW'}  {roofline(name, flops[name], mine, peak)}", flush=True)
+    end_peak = matmul_peak_gflops()
+    if end_peak > 1.2 * peak:
+        print(f"\nmatmul peak measured again at the end: {end_peak:.1f} GFLOP/s; the roofline shares above were "
+              f"computed with {peak:.1f} and overstate by {end_peak / peak:.1f}x")
+    end_load, others = os.getloadavg()[0], watch.others_share()
+    print(f"\nload average {watch.start_load:.2f} at start, {end_load:.2f} at end"
+          + (f"; other processes used {100 * others:.0f}% of the CPU during the run" if others is not None else ""))
+    if others is not None and others > 0.1:
+        print(f"  WARNING: other processes used {100 * others:.0f}% of the CPU while this ran: the timings are "
+              "unreliable; rerun on an idle machine.")
+    if verdicts:
+        met = [n for n, rs in verdicts.items() if max(rs) <= target(n)]
+        print(f"{len(met)}/{len(verdicts)} cases meet their target (1.1x matmul; 1.5x conv fwd+bwd 32->64, MLP and CNN "
+              f"train steps; 2x the rest) in every mode run")
+        for n, rs in verdicts.items():
+            if n not in met: print(f"  over target: {n} ({', '.join(f'{r:.2f}x' for r in rs)} > {target(n)}x)")
 
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--child":

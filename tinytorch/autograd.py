@@ -274,6 +274,10 @@ def gradcheck(fn, *inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 
     return True
 
 # %% ../nbs/09_autograd.ipynb #73af08cb
+def _row_major(x: np.ndarray) -> bool:
+    "Whether `x` is laid out row by row; a transposed view of a row-major matrix is not."
+    return x.flags.c_contiguous or not x.flags.f_contiguous
+
 @patch
 def backward(self: MatMul, grad):
     A, B = self.parents
@@ -288,13 +292,16 @@ def backward(self: MatMul, grad):
     ga = gb = None
     if A.requires_grad:
         if b2.ndim == 2:                                   # shared matrix: one GEMM over all rows
-            # (b·gᵀ)ᵀ equals g·bᵀ; OpenBLAS splits it across threads far better when the shared dim is long
-            ga = (b2 @ g2.reshape(-1, g2.shape[-1]).T).T.reshape(g2.shape[:-1] + (b2.shape[0],))
+            rows = g2.reshape(-1, g2.shape[-1])
+            if _row_major(a2) and a2.size >= rows.size: ga = rows @ b2.T   # row-major, like a2
+            else: ga = (b2 @ rows.T).T   # column-major a2, or a small weight gradient: this form runs faster
+            ga = ga.reshape(g2.shape[:-1] + (b2.shape[0],))
         else: ga = _sum_to_shape(np.matmul(g2, np.swapaxes(b2, -1, -2)), a2.shape)
         ga = ga.reshape(a.shape)
     if B.requires_grad:
         if b2.ndim == 2:                                   # weight gradient: flatten the batch into rows
-            gb = a2.reshape(-1, a2.shape[-1]).T @ g2.reshape(-1, g2.shape[-1])
+            rows_a, rows_g = a2.reshape(-1, a2.shape[-1]), g2.reshape(-1, g2.shape[-1])
+            gb = rows_a.T @ rows_g if _row_major(b2) else (rows_g.T @ rows_a).T
         else: gb = _sum_to_shape(np.matmul(np.swapaxes(a2, -1, -2), g2), b2.shape)
         gb = gb.reshape(b.shape)
     return (ga, gb)
@@ -419,22 +426,69 @@ def zero_grad(self: Tensor, set_to_none: bool = True):
     else: self.grad.data[...] = 0
 
 # %% ../nbs/09_autograd.ipynb #6e277bde
-from .spatial import Im2Col
+from .spatial import Im2Col, WindowMax, BatchNorm, window_slice, over_channels
+
+def _crop(dx: np.ndarray, padding, in_shape, channel_major: bool = True) -> np.ndarray:
+    "The NCHW view of the gradient `dx` (C, N, H+2ph, W+2pw), or (N, C, ...), of a padded input, without the padding."
+    (ph, pw), (N, C, H, W) = padding, in_shape
+    dx = dx[:, :, ph:ph + H, pw:pw + W]
+    return dx.transpose(1, 0, 2, 3) if channel_major else dx
 
 @patch
 def backward(self: Im2Col, grad):
     "col2im: add each kernel offset's slab of `grad` back onto the pixels it was copied from."
     N, C, H, W = self.in_shape
-    (kh, kw), (sh, sw) = self.kernel_size, self.stride
+    (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+    H, W = H + 2 * ph, W + 2 * pw                                      # the padded input's size
     oh, ow = grad.shape[-2:]
     ### BEGIN SOLUTION
     overlap = sh < kh or sw < kw
     covered = (sh, sw) == (kh, kw) and (H, W) == (oh * kh, ow * kw)   # windows tile the input exactly
     dx = np.empty((C, N, H, W), grad.dtype) if covered else np.zeros((C, N, H, W), grad.dtype)
-    for u in range(kh):
-        for v in range(kw):
-            target = (slice(None), slice(None), slice(u, u + sh * (oh - 1) + 1, sh), slice(v, v + sw * (ow - 1) + 1, sw))
-            if overlap: dx[target] += grad[:, u, v]
-            else: dx[target] = grad[:, u, v]
-    return (dx.transpose(1, 0, 2, 3),)
+    def add_slabs(c):                                                 # channels c: independent of the others
+        for u in range(kh):
+            for v in range(kw):
+                target = dx[c][window_slice(u, v, (oh, ow), (sh, sw))]
+                if overlap: target += grad[c, u, v]
+                else: target[...] = grad[c, u, v]
+    over_channels(add_slabs, C, grad.size)                            # blocks of channels on all cores
+    return (_crop(dx, (ph, pw), self.in_shape),)
+    ### END SOLUTION
+
+@patch
+def backward(self: WindowMax, grad):
+    "Each window's gradient goes to the kernel offset that won it in the forward pass."
+    N, C, H, W = self.in_shape
+    (kh, kw), (ph, pw), stride = self.kernel_size, self.padding, self.stride
+    g = grad.transpose(1, 0, 2, 3) if self.channel_major else grad   # the winners' memory order
+    ### BEGIN SOLUTION
+    H, W = H + 2 * ph, W + 2 * pw
+    oh, ow = g.shape[2:]
+    overlap = stride[0] < kh or stride[1] < kw
+    covered = tuple(stride) == (kh, kw) and (H, W) == (oh * kh, ow * kw)   # every pixel in exactly one window
+    dx = np.empty(g.shape[:2] + (H, W), grad.dtype) if covered else np.zeros(g.shape[:2] + (H, W), grad.dtype)
+    for k in range(kh * kw):
+        target = window_slice(k // kw, k % kw, (oh, ow), stride)
+        if overlap: dx[target] += g * (self.winner == k)            # a pixel can win several windows
+        else: np.multiply(g, self.winner == k, out=dx[target])       # written once: no zero fill needed when covered
+    return (_crop(dx, (ph, pw), self.in_shape, self.channel_major),)
+    ### END SOLUTION
+
+
+# %% ../nbs/09_autograd.ipynb #e071350c
+@patch
+def backward(self: BatchNorm, grad):
+    X, G, B = self.parents
+    x_hat, per_channel, axes = self.x_hat, (1, -1, 1, 1), (0, 2, 3)
+    m = grad.size // grad.shape[1]                                     # values per channel
+    ### BEGIN SOLUTION
+    g_beta = grad.sum(axis=axes)
+    g_gamma = (grad * x_hat).sum(axis=axes)
+    dx = None
+    if X.requires_grad:
+        dx = x_hat * (g_gamma / m).reshape(per_channel)                 # x̂ · mean(ȳ x̂)
+        np.subtract(grad, dx, out=dx)
+        dx -= (g_beta / m).reshape(per_channel)
+        dx *= (self.gamma * self.inv_std).reshape(per_channel)
+    return (dx, g_gamma if G.requires_grad else None, g_beta if B.requires_grad else None)
     ### END SOLUTION

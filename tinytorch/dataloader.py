@@ -32,13 +32,13 @@ from numpy.lib.stride_tricks import sliding_window_view
 from .tensor import Tensor, get_rng
 
 # %% auto #0
-__all__ = ['IDX_TYPES', 'IDX_LABELS_MAGIC', 'IDX_IMAGES_MAGIC', 'CIFAR_RECORD', 'DEBIAN_FASHION_MNIST', 'DIGITS_FILE',
-           'DIGITS_SHA256', 'Dataset', 'batch_dtype', 'TensorDataset', 'Subset', 'collate', 'epoch_generators',
-           'DataLoader', 'apply_transform', 'Transform', 'Normalize', 'RandomHorizontalFlip', 'crop_at', 'RandomCrop',
-           'Compose', 'DataFormatError', 'ChecksumError', 'DatasetNotFoundError', 'read_bytes', 'read_idx', 'write_idx',
-           'read_cifar_bin', 'write_cifar_bin', 'file_md5', 'download_file', 'download_any', 'cache_dir',
-           'data_search_path', 'download_dir', 'ImageDataset', 'FashionMNIST', 'MNIST', 'extract_members', 'CIFAR10',
-           'load_digits_arrays', 'stratified_split', 'Digits']
+__all__ = ['IDX_TYPES', 'IDX_LABELS_MAGIC', 'IDX_IMAGES_MAGIC', 'CIFAR_RECORD', 'DEBIAN_FASHION_MNIST', 'IMAGE_EXTENSIONS',
+           'DIGITS_FILE', 'DIGITS_SHA256', 'Dataset', 'batch_dtype', 'TensorDataset', 'Subset', 'collate',
+           'epoch_generators', 'DataLoader', 'apply_transform', 'Transform', 'Normalize', 'RandomHorizontalFlip',
+           'crop_at', 'RandomCrop', 'Compose', 'DataFormatError', 'ChecksumError', 'DatasetNotFoundError', 'read_bytes',
+           'read_idx', 'write_idx', 'read_cifar_bin', 'write_cifar_bin', 'file_md5', 'download_file', 'download_any',
+           'cache_dir', 'data_search_path', 'download_dir', 'ImageDataset', 'FashionMNIST', 'MNIST', 'extract_members',
+           'CIFAR10', 'find_classes', 'ImageFolder', 'load_digits_arrays', 'stratified_split', 'Digits']
 
 # %% ../nbs/08_dataloader.ipynb #bbe59d65
 class Dataset(abc.ABC):
@@ -839,6 +839,77 @@ class CIFAR10(ImageDataset):
                 f"to fetch {self.url} (162 MB) into {download_dir(self.name, root)}, or put the extracted "
                 f"{self.folder}/ folder there yourself.")
         return extract_members(archive, archive.parent / self.folder, self.folder, self.train_files + self.test_files)
+
+# %% ../nbs/08_dataloader.ipynb #44ee3552
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
+
+def _pillow_image():
+    "Pillow's `Image` module, or an ImportError that names the extra to install."
+    try: from PIL import Image
+    except ImportError:
+        raise ImportError("ImageFolder reads PNG/JPEG files with Pillow, TinyTorch's optional `images` extra, "
+                          "which is not installed: pip install 'tinytorch[images]' (or pip install pillow)") from None
+    return Image
+
+def find_classes(root) -> tuple[list, dict]:
+    "The sorted class-folder names under `root` and their indices, as torchvision's ImageFolder finds them."
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetNotFoundError(f"ImageFolder: {root} is not a folder; expected root/<class>/<image> folders")
+    classes = sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
+    if not classes:
+        raise DatasetNotFoundError(f"ImageFolder: {root} has no class sub-folders; expected root/<class>/<image>, "
+                                   "e.g. root/cat/0001.jpg")
+    return classes, {c: i for i, c in enumerate(classes)}
+
+class ImageFolder(Dataset):
+    "Images stored as root/<class>/<image> (PNG, JPEG, ...), read like torchvision's ImageFolder; needs Pillow."
+    def __init__(self, root, mode: str = 'RGB', extensions=IMAGE_EXTENSIONS):
+        if mode not in ('RGB', 'L'): raise ValueError(f"ImageFolder: mode must be 'RGB' or 'L', got {mode!r}")
+        self.image_module = _pillow_image()                 # fail now, not at the first batch
+        self.root, self.mode = Path(root), mode
+        self.extensions = tuple(e.lower() for e in extensions)
+        self.classes, self.class_to_idx = find_classes(self.root)
+        self.samples = []
+        for name in self.classes:
+            for folder, dirs, files in sorted(os.walk(self.root / name, followlinks=True)):
+                dirs.sort()
+                self.samples += [(Path(folder) / f, self.class_to_idx[name]) for f in sorted(files)
+                                 if f.lower().endswith(self.extensions)]
+        if not self.samples:
+            raise DatasetNotFoundError(f"ImageFolder: no image files ({', '.join(self.extensions)}) in the class "
+                                       f"folders {self.classes} under {self.root}")
+        self.targets = np.array([label for _, label in self.samples], dtype=np.int64)
+
+    def __len__(self) -> int: return len(self.samples)
+
+    def load(self, index: int) -> np.ndarray:
+        "Image `index` decoded as uint8 (C, H, W)."
+        path = self.samples[index][0]
+        try:
+            with self.image_module.open(path) as im: pixels = np.asarray(im.convert(self.mode))
+        except (OSError, SyntaxError, ValueError) as e:             # Pillow's errors for damaged or non-image files
+            raise DataFormatError(f"ImageFolder: cannot decode {path} as an image ({type(e).__name__}: {e})") from None
+        return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+
+    def __getitem__(self, index):
+        return np.divide(self.load(index), np.float32(255), dtype=np.float32), int(self.targets[index])
+
+    def to_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        "(uint8 images (N, C, H, W), int64 labels) of every sample, decoded once; all images must be the same size."
+        first = self.load(0)
+        images = np.empty((len(self),) + first.shape, np.uint8)
+        images[0] = first
+        for i in range(1, len(self)):
+            pixels = self.load(i)
+            if pixels.shape != first.shape:
+                raise DataFormatError(f"ImageFolder.to_arrays needs images of one size: {self.samples[0][0]} is "
+                                      f"{first.shape} (C, H, W) but {self.samples[i][0]} is {pixels.shape}")
+            images[i] = pixels
+        return images, self.targets.copy()
+
+    def __repr__(self):
+        return f"ImageFolder({self.root}, {len(self)} images, {len(self.classes)} classes, mode={self.mode!r})"
 
 # %% ../nbs/08_dataloader.ipynb #c3d38867
 DIGITS_FILE = 'digits.csv.gz'

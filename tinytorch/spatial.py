@@ -4,15 +4,17 @@
 
 # %% ../nbs/06_spatial.ipynb #df63569c
 from __future__ import annotations
-import numbers
+import numbers, os
+from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from .tensor import Tensor, Function
 from .layers import Module, Parameter, kaiming_uniform
 
 # %% auto #0
-__all__ = ['conv_output_size', 'conv2d_naive', 'Im2Col', 'im2col', 'conv2d', 'Conv2d', 'max_pool2d', 'avg_pool2d', 'MaxPool2d',
-           'AvgPool2d', 'Flatten', 'BatchNorm2d']
+__all__ = ['conv_output_size', 'conv2d_naive', 'num_threads', 'over_channels', 'Im2Col', 'im2col', 'conv2d', 'Conv2d',
+           'window_slice', 'WindowMax', 'max_pool2d', 'avg_pool2d', 'MaxPool2d', 'AvgPool2d', 'Flatten', 'BatchNorm',
+           'BatchNorm2d']
 
 # %% ../nbs/06_spatial.ipynb #65b66e5e
 def _pair(value, name: str, owner: str, minimum: int = 1) -> tuple:
@@ -49,15 +51,45 @@ def conv2d_naive(x, weight, bias=None, stride=1, padding=0) -> np.ndarray:
     ### END SOLUTION
     return out
 
+# %% ../nbs/06_spatial.ipynb #913a2cc7
+def num_threads() -> int:
+    "Threads for TinyTorch's own parallel copies: $TINYTORCH_NUM_THREADS, else the BLAS thread setting, else the cores."
+    for var in ('TINYTORCH_NUM_THREADS', 'OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS'):
+        if (v := os.environ.get(var, '')).isdigit() and int(v) > 0: return int(v)
+    return os.cpu_count() or 1
+
+_pool = None
+
+def over_channels(fn, channels: int, size: int, min_size: int = 1 << 20):
+    "Call `fn(block)` for slices `block` covering range(channels), in parallel threads when `size` values are worth it."
+    global _pool
+    n = min(num_threads(), channels)
+    if n < 2 or size < min_size:
+        fn(slice(0, channels)); return
+    if _pool is None or _pool._max_workers < n: _pool = ThreadPoolExecutor(n, thread_name_prefix='tinytorch')
+    bounds = [channels * k // n for k in range(n + 1)]
+    for f in [_pool.submit(fn, slice(lo, hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]: f.result()
+
 # %% ../nbs/06_spatial.ipynb #de573fa6
 class Im2Col(Function):
-    "All `kernel_size` windows of an NCHW array at `stride`, copied out as (C, KH, KW, N, OH, OW)."
-    def forward(self, x, kernel_size, stride):
-        self.in_shape, self.kernel_size, self.stride = x.shape, kernel_size, stride
-        (kh, kw), (sh, sw) = kernel_size, stride
+    "All `kernel_size` windows of an NCHW array at `stride`, after padding with `pad_value`, copied out as (C, KH, KW, N, OH, OW)."
+    def forward(self, x, kernel_size, stride, padding=(0, 0), pad_value=0.0):
+        self.in_shape, self.kernel_size, self.stride, self.padding = x.shape, kernel_size, stride, padding
+        (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
         ### BEGIN SOLUTION
-        windows = sliding_window_view(x, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]   # view (N, C, OH, OW, KH, KW)
-        return np.ascontiguousarray(windows.transpose(1, 4, 5, 0, 2, 3))           # the one copy
+        N, C, H, W = x.shape
+        xc = x.transpose(1, 0, 2, 3)                              # (C, N, H, W): free, and a conv output's own layout
+        if ph or pw:                                              # pad in that layout: one copy along memory
+            padded = (C, N, H + 2 * ph, W + 2 * pw)
+            xp = np.zeros(padded, x.dtype) if pad_value == 0 else np.full(padded, pad_value, x.dtype)
+            inner = xp[:, :, ph:ph + H, pw:pw + W]
+            over_channels(lambda c: np.copyto(inner[c], xc[c]), C, xp.size)
+            xc = xp
+        windows = sliding_window_view(xc, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]   # view (C, N, OH, OW, KH, KW)
+        windows = windows.transpose(0, 4, 5, 1, 2, 3)                               # (C, KH, KW, N, OH, OW)
+        cols = np.empty(windows.shape, x.dtype)
+        over_channels(lambda c: np.copyto(cols[c], windows[c]), C, cols.size)      # the one big copy
+        return cols
         ### END SOLUTION
 
 def _check_nchw(x, owner: str) -> Tensor:
@@ -80,8 +112,7 @@ def im2col(x: Tensor, kernel_size, stride=1, padding=0, pad_value: float = 0.0) 
     if H + 2 * ph < kh or W + 2 * pw < kw:
         raise ValueError(f"input of shape {x.shape} is too small for a {kh}×{kw} kernel with padding ({ph}, {pw}): "
                          f"padded it is {H + 2 * ph}×{W + 2 * pw}, needs at least {kh}×{kw}")
-    if ph or pw: x = x.pad(((0, 0), (0, 0), (ph, ph), (pw, pw)), value=pad_value)
-    return Im2Col.apply(x, kernel_size=(kh, kw), stride=(sh, sw))
+    return Im2Col.apply(x, kernel_size=(kh, kw), stride=(sh, sw), padding=(ph, pw), pad_value=pad_value)
 
 # %% ../nbs/06_spatial.ipynb #d9f25307
 def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padding=0) -> Tensor:
@@ -144,12 +175,41 @@ def _pool_args(x, kernel_size, stride, padding, owner):
                          f"padding {p}: needs height ≥ {k[0] - 2 * p[0]} and width ≥ {k[1] - 2 * p[1]}")
     return k, s, p
 
+def window_slice(u: int, v: int, out_hw, stride) -> tuple:
+    "Index of kernel offset (u, v) in every window: a strided slice over the last two axes of a (C, N, H, W) array."
+    (oh, ow), (sh, sw) = out_hw, stride
+    return (slice(None), slice(None), slice(u, u + sh * (oh - 1) + 1, sh), slice(v, v + sw * (ow - 1) + 1, sw))
+
+class WindowMax(Function):
+    "Maximum of each pooling window of an NCHW array; remembers which kernel offset won (for backward)."
+    def forward(self, x, kernel_size, stride, padding):
+        self.in_shape, self.kernel_size, self.stride, self.padding = x.shape, kernel_size, stride, padding
+        (kh, kw), (ph, pw) = kernel_size, padding
+        N, C, H, W = x.shape
+        out_hw = (conv_output_size(H, kh, stride[0], ph), conv_output_size(W, kw, stride[1], pw))
+        self.channel_major = not x.flags.c_contiguous               # a conv output is (C, N, H, W) in memory
+        ### BEGIN SOLUTION
+        xc = x.transpose(1, 0, 2, 3) if self.channel_major else x   # work along memory, whichever order it is
+        if ph or pw:
+            xp = np.full(xc.shape[:2] + (H + 2 * ph, W + 2 * pw), -np.inf, x.dtype)
+            xp[:, :, ph:ph + H, pw:pw + W] = xc
+            xc = xp
+        out = xc[window_slice(0, 0, out_hw, stride)].copy()          # offset (0, 0) of every window
+        winner = np.zeros(out.shape, np.min_scalar_type(kh * kw - 1))
+        for k in range(1, kh * kw):
+            entry = xc[window_slice(k // kw, k % kw, out_hw, stride)]    # offset k of every window: a view
+            beats = (entry > out).view(np.uint8)                      # 1 where k beats all earlier offsets (a tie does not)
+            winner -= winner * beats                                  # integer arithmetic: much faster than np.where
+            winner += beats * np.uint8(k) if k < 256 else beats.astype(winner.dtype) * k
+            np.maximum(out, entry, out=out)                           # propagates NaN
+        self.winner = winner
+        return out.transpose(1, 0, 2, 3) if self.channel_major else out
+        ### END SOLUTION
+
 def max_pool2d(x: Tensor, kernel_size, stride=None, padding=0) -> Tensor:
     "Maximum over each window (stride defaults to the kernel size)."
     k, s, p = _pool_args(x, kernel_size, stride, padding, "max_pool2d")
-    ### BEGIN SOLUTION
-    return im2col(x, k, s, p, pad_value=-np.inf).max(axis=(1, 2)).permute(1, 0, 2, 3)
-    ### END SOLUTION
+    return WindowMax.apply(x, kernel_size=k, stride=s, padding=p)
 
 def avg_pool2d(x: Tensor, kernel_size, stride=None, padding=0) -> Tensor:
     "Mean over each window (zero padding counts in the mean)."
@@ -186,6 +246,20 @@ class Flatten(Module):
     def extra_repr(self): return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
 
 # %% ../nbs/06_spatial.ipynb #d5b99bd3
+class BatchNorm(Function):
+    "Training-mode batch norm over (N, H, W), given the batch's per-channel `mean` and biased `var`: (x - mean)/sqrt(var + eps)·γ + β."
+    def forward(self, x, gamma, beta, mean, var, eps):
+        per_channel = (1, -1, 1, 1)
+        ### BEGIN SOLUTION
+        self.inv_std = (1.0 / np.sqrt(var + eps)).astype(x.dtype)
+        x_hat = x - mean.reshape(per_channel).astype(x.dtype)    # keeps x's memory order (channel-major after a conv)
+        x_hat *= self.inv_std.reshape(per_channel)
+        self.x_hat, self.gamma = x_hat, gamma
+        out = x_hat * gamma.reshape(per_channel)
+        out += beta.reshape(per_channel)
+        return out
+        ### END SOLUTION
+
 class BatchNorm2d(Module):
     "Per-channel batch normalisation over (N, H, W) with running statistics for eval mode."
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1):
@@ -212,15 +286,13 @@ class BatchNorm2d(Module):
             if count < 2:
                 raise ValueError(f"BatchNorm2d in training mode needs more than one value per channel, got input "
                                  f"shape {x.shape}; use eval() for single values")
-            mean = x.mean(axis=(0, 2, 3), keepdims=True)
-            centred = x - mean
-            var = (centred * centred).mean(axis=(0, 2, 3), keepdims=True)
+            mean, var = x.data.mean(axis=(0, 2, 3)), x.data.var(axis=(0, 2, 3))
             m, dt = self.momentum, self.running_mean.dtype
-            batch_mean, batch_var = mean.data.reshape(C), var.data.reshape(C) * (count / (count - 1))
+            batch_mean, batch_var = mean.reshape(C), var.reshape(C) * (count / (count - 1))
             if np.isfinite(batch_mean).all() and np.isfinite(batch_var).all():   # a NaN batch must not poison eval mode
                 self.running_mean = ((1 - m) * self.running_mean + m * batch_mean).astype(dt)
                 self.running_var = ((1 - m) * self.running_var + m * batch_var).astype(dt)
-            return centred * (gamma * (var + self.eps) ** -0.5) + beta
+            return BatchNorm.apply(x, self.weight, self.bias, mean=mean, var=var, eps=self.eps)
         mean = Tensor(self.running_mean.reshape(1, C, 1, 1))
         scale = gamma * Tensor((self.running_var.reshape(1, C, 1, 1) + self.eps) ** -0.5)
         return (x - mean) * scale + beta

@@ -8,10 +8,11 @@ import numbers
 import numpy as np
 
 # %% auto #0
-__all__ = ['exp', 'log', 'sqrt', 'tanh', 'grad_enabled', 'Function', 'Tensor', 'manual_seed', 'get_rng', 'tensor', 'zeros',
-           'ones', 'full', 'randn', 'rand', 'arange', 'eye', 'broadcast_shape', 'Expand', 'Add', 'Sub', 'Mul', 'Div',
-           'Neg', 'Pow', 'MatMul', 'matmul', 'Sum', 'Max', 'Reshape', 'Permute', 'GetItem', 'Concat', 'Pad', 'concat',
-           'stack', 'Exp', 'Log', 'Sqrt', 'Abs', 'Tanh', 'Clip', 'Maximum', 'Where', 'Cast', 'maximum', 'where']
+__all__ = ['exp', 'log', 'sqrt', 'tanh', 'MEMORY_KEPT', 'grad_enabled', 'Function', 'Tensor', 'manual_seed', 'get_rng', 'tensor',
+           'zeros', 'ones', 'full', 'randn', 'rand', 'arange', 'eye', 'broadcast_shape', 'Expand', 'Add', 'Sub', 'Mul',
+           'Div', 'Neg', 'Pow', 'MatMul', 'matmul', 'Sum', 'Max', 'Reshape', 'Permute', 'GetItem', 'Concat', 'Pad',
+           'concat', 'stack', 'Exp', 'Log', 'Sqrt', 'Abs', 'Tanh', 'Clip', 'Maximum', 'Where', 'Cast', 'maximum',
+           'where', 'keep_freed_memory']
 
 # %% ../nbs/02_tensor.ipynb #6ed664c7
 class _GradMode:
@@ -691,3 +692,19 @@ for _op in (Exp, Sqrt, Tanh): _op.saves_inputs, _op.saves_output = False, True
 Max.saves_output = True
 for _op in (Expand, Reshape, Permute, GetItem): _op.view = True
 del _op
+
+# %% ../nbs/02_tensor.ipynb #2a239928
+import ctypes, ctypes.util, os, platform
+
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4          # mallopt parameter numbers from glibc's <malloc.h>
+
+def keep_freed_memory() -> bool:
+    "Ask glibc's malloc to reuse freed memory instead of returning it to the OS; True if it took effect."
+    if platform.system() != 'Linux' or platform.libc_ver()[0] != 'glibc': return False
+    try: libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
+    except OSError: return False
+    no_mmap = libc.mallopt(_M_MMAP_MAX, 0)                 # large blocks come from the heap as well
+    keep = libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)        # give memory back only past 1 GiB free at the top
+    return bool(no_mmap and keep)
+
+MEMORY_KEPT = os.environ.get('TINYTORCH_KEEP_MEMORY', '1') != '0' and keep_freed_memory()

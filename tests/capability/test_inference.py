@@ -122,7 +122,7 @@ def test_detect_simulated_drift(deployment):
     detector = DriftDetector(d['x_test'][ref_idx], model=d['model'])
     x_pool, y_pool = d['x_test'][pool_idx], d['y_test'][pool_idx]
     rng = np.random.default_rng(1)
-    verdicts = {shift: [detector.check(sample_batch(x_pool, y_pool, 200, shift, rng)[0]) for _ in range(3)]
+    verdicts = {shift: [detector.check(sample_batch(x_pool, y_pool, 300, shift, rng)[0]) for _ in range(3)]
                 for shift in ('none', 'brightness', 'rotation', 'class_mix')}
     summary = {s: [round(r.p_value, 4) for r in rs] for s, rs in verdicts.items()}
     print(f"\n[inference capability] drift: adjusted p-values per batch {summary} ({time.perf_counter() - start:.1f} s)")

@@ -8,7 +8,10 @@ test trains from scratch with a fixed seed:
 3. a CNN (conv-pool-conv-pool-linear, with batch norm and a hidden layer) reaches >= 90 % on the official 10,000-image Fashion-MNIST
    test set after training on all 60,000 training images (skipped, with instructions, when the data
    is not installed); the trained model is cached for the Inference Deployment and Serving tests;
-4. a tiny transformer learns to reverse token sequences (>= 95 % token accuracy).
+4. a tiny transformer learns to reverse token sequences (>= 95 % token accuracy);
+5. a small CNN reaches >= 45 % on the 10,000 CIFAR-10 test images after one epoch on 20,000
+   training images (skipped, with instructions, when the offline CIFAR-10 copy is absent; the full
+   50,000-image run is `make cifar`).
 
 Each test prints its accuracy and wall time; run `pytest -s tests/capability/test_training.py` to see them.
 """
@@ -23,10 +26,12 @@ from tinytorch.activations import ReLU, Tanh
 from tinytorch.dense import MLP, Sequential
 from tinytorch.spatial import Conv2d, MaxPool2d, Flatten, BatchNorm2d
 from tinytorch.attention import Embedding, PositionalEncoding, TransformerBlock, LayerNorm
-from tinytorch.dataloader import DataLoader, TensorDataset, Digits, FashionMNIST, DatasetNotFoundError
+from tinytorch.dataloader import (DataLoader, TensorDataset, Digits, FashionMNIST, DatasetNotFoundError, CIFAR10,
+                                  Compose, RandomCrop, RandomHorizontalFlip, Normalize)
 from tinytorch.autograd import no_grad
-from tinytorch.optimizers import Adam, CosineWarmupLR
+from tinytorch.optimizers import Adam, SGD, CosineWarmupLR
 from tinytorch.training import Trainer, CrossEntropyLoss, accuracy, fashion_cnn, fashion_cnn_checkpoint, load_checkpoint
+from cifar_data import cifar10_root, CifarMissing
 
 
 def report(what: str, acc: float, seconds: float, extra: str = ''):
@@ -110,3 +115,41 @@ def test_tiny_transformer_reverses_sequences():
     report('tiny transformer reversing 8-token sequences (token accuracy on 1,000 new sequences)', acc,
            time.perf_counter() - start)
     assert acc >= 0.95
+
+
+class GlobalMaxPool(Module):
+    "(N, C, H, W) -> (N, C): the largest activation of each channel."
+    def forward(self, x): return x.max(axis=(2, 3))
+
+
+def conv_bn(c_in, c_out, pool=False):
+    "3x3 convolution, optional 2x2 max pooling, batch norm, ReLU."
+    return Sequential(Conv2d(c_in, c_out, 3, padding=1, bias=False), *([MaxPool2d(2)] if pool else []),
+                      BatchNorm2d(c_out), ReLU())
+
+
+def test_cnn_on_cifar10_subset():
+    try:
+        root = cifar10_root(verbose=False)     # first use: unpack and convert to the official format (~1 min, once)
+    except CifarMissing as e:
+        pytest.skip(f"CIFAR-10 is not available on this machine. {e}")
+    train, test = CIFAR10(root=root), CIFAR10(root=root, train=False)      # the real binary-format reader
+    assert (len(train), len(test)) == (50000, 10000)
+    keep = np.random.default_rng(0).permutation(len(train))[:20000]
+    train.images, train.labels = train.images[keep], train.labels[keep]
+    start = time.perf_counter()
+    manual_seed(0)
+    model = Sequential(conv_bn(3, 32, pool=True), conv_bn(32, 64, pool=True), conv_bn(64, 128, pool=True),
+                       GlobalMaxPool(), Linear(128, 10))
+    normalize = Normalize((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+    loader = DataLoader(train, batch_size=64, shuffle=True, drop_last=True, seed=0,
+                        transform=Compose([RandomHorizontalFlip(), normalize]))
+    opt = Adam(model.parameters(), lr=3e-3)
+    trainer = Trainer(model, opt, CrossEntropyLoss(), verbose=False,
+                      scheduler=CosineWarmupLR(opt, warmup_steps=30, total_steps=len(loader)))
+    trainer.fit(loader, epochs=1)
+    test_set = TensorDataset(normalize(test.images / np.float32(255)), test.labels)
+    acc = trainer.evaluate(DataLoader(test_set, batch_size=1000))['acc']
+    report('CNN on CIFAR-10, one epoch on 20,000 training images (official 10,000 test images)', acc,
+           time.perf_counter() - start)
+    assert acc >= 0.45
