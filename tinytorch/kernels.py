@@ -14,7 +14,7 @@ from .tensor import Tensor, Function, concat
 from .activations import ReLU, relu, gelu, log_softmax
 from .layers import Module, ModuleList, Linear
 from .dense import Sequential
-from .spatial import Conv2d, BatchNorm2d, Im2Col, conv2d
+from .spatial import Conv2d, Im2Col, conv2d
 from .attention import (Embedding, PositionalEncoding, TransformerBlock, LayerNorm, causal_mask,
                                  scaled_dot_product_attention)
 from .autograd import no_grad
@@ -24,9 +24,8 @@ from .compression import QuantizedGemm
 # %% auto #0
 __all__ = ['INT8_EXACT_K', 'Profiler', 'measure_bandwidth', 'machine_peak', 'gflops', 'matmul_naive', 'matmul_blocked',
            'plot_roofline', 'window_view', 'conv2d_strided', 'ConvBiasReLU', 'conv2d_fused', 'SoftmaxCrossEntropy',
-           'softmax_cross_entropy', 'cross_entropy_composed', 'BatchNorm2dOp', 'batch_norm_fused', 'int8_gemm',
-           'default_workers', 'parallel_batches', 'TinyGPT', 'generate', 'fast_kernels_enabled', 'use_fast_kernels',
-           'fast_kernels']
+           'softmax_cross_entropy', 'cross_entropy_composed', 'int8_gemm', 'default_workers', 'parallel_batches',
+           'TinyGPT', 'generate', 'fast_kernels_enabled', 'use_fast_kernels', 'fast_kernels']
 
 # %% ../nbs/13_kernels.ipynb #117162f5
 class Profiler:
@@ -289,10 +288,8 @@ class ConvBiasReLU(Function):
         if X.requires_grad:
             dcols = (W.data.reshape(F, -1).T @ g).reshape(self.cols.shape)
             col2im = Im2Col.__new__(Im2Col)                                    # module 09's col2im, reused
-            col2im.in_shape, col2im.kernel_size, col2im.stride = self.padded_shape, W.shape[2:], self.stride
-            gx = col2im.backward(dcols)[0]
-            (ph, pw), (_, _, H, Wd) = self.padding, self.padded_shape
-            gx = gx[:, :, ph:H - ph, pw:Wd - pw]
+            col2im.in_shape, col2im.kernel_size, col2im.stride, col2im.padding = X.shape, W.shape[2:], self.stride, self.padding
+            gx = col2im.backward(dcols)[0]                                     # it also removes the padding
         ### END SOLUTION
         return (gx, gw) if B is None else (gx, gw, gb)
 
@@ -345,56 +342,7 @@ def cross_entropy_composed(logits: Tensor, targets) -> Tensor:
     t = np.asarray(targets.data if isinstance(targets, Tensor) else targets)
     return -(log_softmax(logits, axis=1)[np.arange(len(t)), t].mean())
 
-# %% ../nbs/13_kernels.ipynb #a198b982
-class BatchNorm2dOp(Function):
-    "Batch norm of NCHW `x` per channel as one op, with the given mean and variance (the batch's own in training)."
-    def forward(self, x, gamma, beta, mean, var, eps, batch_stats):
-        shape = (1, x.shape[1], 1, 1)
-        ### BEGIN SOLUTION
-        inv_std = (1.0 / np.sqrt(var + eps)).astype(x.dtype)
-        xhat = x - mean.reshape(shape)
-        xhat *= inv_std.reshape(shape)
-        ### END SOLUTION
-        self.xhat, self.inv_std, self.batch_stats = xhat, inv_std, batch_stats
-        return xhat * gamma.reshape(shape) + beta.reshape(shape)
-
-    def backward(self, g):
-        X, G, B = self.parents
-        shape = (1, g.shape[1], 1, 1)
-        ### BEGIN SOLUTION
-        gb = g.sum(axis=(0, 2, 3))
-        gg = np.einsum('nchw,nchw->c', g, self.xhat)
-        gx = None
-        if X.requires_grad:
-            scale = (G.data * self.inv_std).reshape(shape)
-            if self.batch_stats:                       # the mean and variance depend on x too
-                n = g.size // g.shape[1]
-                gx = g - (gb / n).reshape(shape)
-                gx -= self.xhat * (gg / n).reshape(shape)
-                gx *= scale
-            else: gx = g * scale
-        ### END SOLUTION
-        return gx, (gg if G.requires_grad else None), (gb if B.requires_grad else None)
-
-def batch_norm_fused(bn: BatchNorm2d, x: Tensor) -> Tensor:
-    "What `bn(x)` computes (running statistics updated in training mode), as one op."
-    C = bn.num_features
-    if not isinstance(x, Tensor) or x.ndim != 4 or x.shape[1] != C or x.dtype.kind != 'f':
-        raise ValueError(f"batch_norm_fused: BatchNorm2d({C}) needs a floating (N, {C}, H, W) Tensor, got {getattr(x, 'shape', type(x).__name__)}")
-    if bn.training:
-        count = x.shape[0] * x.shape[2] * x.shape[3]
-        if count < 2: raise ValueError(f"batch_norm_fused: training mode needs more than one value per channel, got input shape {x.shape}")
-        mean = x.data.mean(axis=(0, 2, 3))
-        centred = x.data - mean.reshape(1, C, 1, 1)
-        var = np.einsum('nchw,nchw->c', centred, centred) / count
-        m, dt = bn.momentum, bn.running_mean.dtype
-        bn.running_mean = ((1 - m) * bn.running_mean + m * mean).astype(dt)
-        bn.running_var = ((1 - m) * bn.running_var + m * var * (count / (count - 1))).astype(dt)
-        return BatchNorm2dOp.apply(x, bn.weight, bn.bias, mean=mean, var=var.astype(x.dtype), eps=bn.eps, batch_stats=True)
-    return BatchNorm2dOp.apply(x, bn.weight, bn.bias, mean=bn.running_mean.astype(x.dtype), var=bn.running_var.astype(x.dtype),
-                               eps=bn.eps, batch_stats=False)
-
-# %% ../nbs/13_kernels.ipynb #44769820
+# %% ../nbs/13_kernels.ipynb #46832248
 INT8_EXACT_K = 1024          # 1024 · 128 · 128 = 2**24: float32 holds every partial sum exactly
 
 def int8_gemm(a: np.ndarray, b: np.ndarray, block_k: int = INT8_EXACT_K) -> np.ndarray:
@@ -415,7 +363,7 @@ def int8_gemm(a: np.ndarray, b: np.ndarray, block_k: int = INT8_EXACT_K) -> np.n
     ### END SOLUTION
     return out
 
-# %% ../nbs/13_kernels.ipynb #61843c56
+# %% ../nbs/13_kernels.ipynb #7de7afd3
 _POOLS = {}
 
 def _pool(workers: int) -> ThreadPoolExecutor:
@@ -442,7 +390,7 @@ def parallel_batches(fn, x, workers: int | None = None):
     if isinstance(outs[0], Tensor): return Tensor(np.concatenate([o.data for o in outs]))
     return np.concatenate(outs)
 
-# %% ../nbs/13_kernels.ipynb #d8a4c557
+# %% ../nbs/13_kernels.ipynb #4ac7ec38
 class TinyGPT(Module):
     "A decoder-only language model from module 07's parts: embedding + positions, causal TransformerBlocks, LayerNorm, linear head."
     def __init__(self, vocab_size: int, embed_dim: int = 64, num_heads: int = 4, depth: int = 2, max_len: int = 256):
@@ -465,7 +413,7 @@ class TinyGPT(Module):
         for block in self.blocks: x = block(x, mask=mask)
         return self.head(self.norm(x))
 
-# %% ../nbs/13_kernels.ipynb #1c3cd395
+# %% ../nbs/13_kernels.ipynb #82989204
 def _block_step(block: TransformerBlock, x: Tensor, cache: dict) -> Tensor:
     "One TransformerBlock on the new positions `x` (N, t, E), attending to the cached keys/values plus its own."
     attn = block.attn
@@ -512,7 +460,7 @@ def generate(model: TinyGPT, prompt, max_new_tokens: int, use_cache: bool = True
         ### END SOLUTION
         return ids
 
-# %% ../nbs/13_kernels.ipynb #b5a1f561
+# %% ../nbs/13_kernels.ipynb #e3095895
 _FAST_KERNELS = []           # (class, method name, fast function); `self` is annotated with the class, as @patch wants
 _SAVED = {}                  # (class, name) -> what the class held before (None: nothing of its own)
 
@@ -544,19 +492,12 @@ def _sequential_forward(self: Sequential, x):
             x = layer(x); i += 1
     return x
 
-@_fast(BatchNorm2d, 'forward')
-def _batchnorm_forward(self: BatchNorm2d, x: Tensor) -> Tensor:
-    "BatchNorm2d.forward as one fused op."
-    usable = (isinstance(x, Tensor) and x.ndim == 4 and x.shape[1] == self.num_features and x.dtype.kind == 'f'
-              and (not self.training or x.shape[0] * x.shape[2] * x.shape[3] > 1))
-    return batch_norm_fused(self, x) if usable else _SAVED[(BatchNorm2d, 'forward')](self, x)
-
 @_fast(QuantizedGemm, 'int_gemm')
 def _quantized_int_gemm(self: QuantizedGemm, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     "QuantizedGemm.int_gemm on float32 BLAS, exactly."
     return int8_gemm(a, b)
 
-# %% ../nbs/13_kernels.ipynb #63de6bed
+# %% ../nbs/13_kernels.ipynb #90acc1ed
 def fast_kernels_enabled() -> bool:
     "True while `use_fast_kernels()` has the fast kernels installed."
     return bool(_SAVED)
