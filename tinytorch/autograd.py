@@ -393,6 +393,15 @@ def backward(self: Where, grad):
 @patch
 def backward(self: Cast, grad): return (grad.astype(self.in_dtype, copy=False),)
 
+# %% ../nbs/09_autograd.ipynb #e7c6d863
+from .activations import ReLUOp
+
+@patch
+def backward(self: ReLUOp, grad):
+    ### BEGIN SOLUTION
+    return (grad * (self.out > 0),)
+    ### END SOLUTION
+
 # %% ../nbs/09_autograd.ipynb #82287e28
 class no_grad(ContextDecorator):
     "Context manager and decorator (`@no_grad` or `@no_grad()`) in which ops record no graph."
@@ -467,10 +476,12 @@ def backward(self: WindowMax, grad):
     overlap = stride[0] < kh or stride[1] < kw
     covered = tuple(stride) == (kh, kw) and (H, W) == (oh * kh, ow * kw)   # every pixel in exactly one window
     dx = np.empty(g.shape[:2] + (H, W), grad.dtype) if covered else np.zeros(g.shape[:2] + (H, W), grad.dtype)
-    for k in range(kh * kw):
-        target = window_slice(k // kw, k % kw, (oh, ow), stride)
-        if overlap: dx[target] += g * (self.winner == k)            # a pixel can win several windows
-        else: np.multiply(g, self.winner == k, out=dx[target])       # written once: no zero fill needed when covered
+    def block(b):                                                    # rows b of the leading axis, independent of the rest
+        for k in range(kh * kw):
+            target, won = dx[b][window_slice(k // kw, k % kw, (oh, ow), stride)], self.winner[b] == k
+            if overlap: target += g[b] * won                         # a pixel can win several windows
+            else: np.multiply(g[b], won, out=target)                 # written once: no zero fill needed when covered
+    over_channels(block, g.shape[0], dx.size)
     return (_crop(dx, (ph, pw), self.in_shape, self.channel_major),)
     ### END SOLUTION
 
