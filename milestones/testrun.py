@@ -6,7 +6,7 @@
    It also checks that milestones/manifest.json (the released test cells' hashes) is current.
 2. Every notebook in nbs/ under the notebook runner (milestones/nbrun.py: nbdev_test's cell rules,
    but a notebook passes only if all its cells really ran), one process per notebook, in parallel.
-3. `pytest tests/ -q` (exit 5, "no tests collected", counts as a failure).
+3. `pytest tests/ -q`, one worker per core with pytest-xdist (exit 5, "no tests collected", counts as a failure).
 4. A closing line `summary: N passed, M failed` (notebooks + pytest tests; a failed sync check
    or a pytest run that reports no count adds one failure); exit 0 only if everything passed.
 
@@ -15,6 +15,7 @@ Uses the notebook runner of the progress engine (milestones/engine.py).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import re
 import shutil
@@ -137,6 +138,10 @@ def run_pytest(root: Path) -> tuple[int, int, str]:
     if not tests.is_dir():
         return 0, 1, 'no tests/ folder'
     cmd = [sys.executable, '-m', 'pytest', 'tests/', '-q']
+    workers = os.cpu_count() or 1
+    if workers > 1 and importlib.util.find_spec('xdist'):
+        # one worker per core; the capability tests share one worker, in milestone order (tests/capability/conftest.py)
+        cmd += ['-n', str(workers), '--dist', 'loadgroup']
     proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             encoding='utf-8', errors='replace', stdin=subprocess.DEVNULL)
     last = ''

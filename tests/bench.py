@@ -5,7 +5,9 @@
 2. **Interleaved.** One process builds both frameworks' cases and alternates short rounds
    (TinyTorch, PyTorch, TinyTorch, ...). Each round gives one ratio; the table shows the median of
    those ratios. Anything else running on the machine then slows both sides of a ratio alike, which
-   makes this the steadier number on a shared machine.
+   makes this the steadier number on a shared machine. In that shared process both thread pools
+   are told to sleep when idle (OMP_WAIT_POLICY=PASSIVE, OPENBLAS_THREAD_TIMEOUT=4), so neither
+   framework's spinning threads slow the other.
 
 Every case also gets a roofline column: its GFLOP/s (the floating-point work of the case, counted by
 hand below, divided by TinyTorch's median time) and that rate as a percentage of this machine's
@@ -222,8 +224,16 @@ def time_all(framework: str) -> dict:
             results[name] = f"skipped: {e}"
     return results
 
-def run_child(framework: str) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--child", framework], capture_output=True, text=True)
+# Two thread pools in one process take turns only if neither spins on the cores while idle: by default
+# PyTorch's OpenMP threads and OpenBLAS's threads keep spinning for a while after each call, which
+# would charge one framework for the other's idle threads. The interleaved child makes both sleep.
+SHARED_PROCESS_ENV = {"OMP_WAIT_POLICY": "PASSIVE", "OPENBLAS_THREAD_TIMEOUT": "4"}
+
+def run_child(framework: str, rounds: int = 0) -> dict:
+    "Time one framework (or, for 'interleaved', both) in a fresh process; returns its JSON result."
+    env = dict(os.environ, **(SHARED_PROCESS_ENV if framework == "interleaved" else {}))
+    proc = subprocess.run([sys.executable, __file__, "--child", framework, str(rounds)], capture_output=True,
+                          text=True, env=env)
     if proc.returncode != 0:
         raise SystemExit(f"{framework} benchmarks crashed:\n{proc.stderr}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -290,10 +300,10 @@ def main():
     parser.add_argument("--rounds", type=int, default=9, help="interleaved rounds per case (default 9)")
     parser.add_argument("--threads", type=int, default=None, help="BLAS/OpenMP threads for both (default: all cores)")
     args = parser.parse_args()
-    try:
-        import torch
-        torch_version = torch.__version__
-    except ImportError:
+    try:   # the version without importing torch: its threads must not start in this process
+        from importlib.metadata import version, PackageNotFoundError
+        torch_version = version("torch")
+    except PackageNotFoundError:
         torch_version = None
     watch = CpuWatch()
     print(f"numpy {np.__version__}; torch {torch_version or 'not installed'}; {os.cpu_count()} cores, {threads()} threads; "
@@ -318,8 +328,9 @@ def main():
                 line += f"  torch {ref:8.2f} ms  ratio {ratio:5.2f}x {'ok ' if ratio <= target(name) else 'SLOW'}"
             print(line + f"  {roofline(name, flops[name], mine, peak)}", flush=True)
     if args.mode in ("both", "interleaved") and torch_version:
-        print(f"\n== interleaved in one process ({args.rounds} alternating rounds; ratio = median of the rounds' ratios) ==")
-        for name, result in interleaved(args.rounds).items():
+        print(f"\n== interleaved in one process ({args.rounds} alternating rounds; ratio = median of the rounds' ratios; "
+              "idle threads of both sleep) ==")
+        for name, result in run_child("interleaved", args.rounds).items():
             if isinstance(result, str): print(f"{name:<48} {result}"); continue
             mine, ref, ratio = result
             verdicts.setdefault(name, []).append(ratio)
@@ -343,7 +354,8 @@ def main():
             if n not in met: print(f"  over target: {n} ({', '.join(f'{r:.2f}x' for r in rs)} > {target(n)}x)")
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--child":
-        print(json.dumps(time_all(sys.argv[2])))
+    if len(sys.argv) == 4 and sys.argv[1] == "--child":
+        kind, rounds = sys.argv[2], int(sys.argv[3])
+        print(json.dumps(interleaved(rounds) if kind == "interleaved" else time_all(kind)))
     else:
         main()

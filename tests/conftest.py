@@ -68,3 +68,12 @@ def project(tmp_path, monkeypatch, fake_runner) -> FakeProject:
 @pytest.fixture
 def use_real_runner(monkeypatch):
     monkeypatch.delenv('TITO_NBRUN', raising=False)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items):
+    """Under pytest-xdist (`--dist loadgroup`, as `make test` runs it) each file runs in one worker, so a module's
+    fixtures (a course release, a built docs site) are made once; the capability tests form one group of their own."""
+    for item in items:
+        if not item.get_closest_marker('xdist_group'):
+            item.add_marker(pytest.mark.xdist_group(Path(str(item.fspath)).name))

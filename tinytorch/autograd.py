@@ -29,27 +29,38 @@ def _sum_to_shape(grad: np.ndarray, shape: tuple) -> np.ndarray:
 @patch
 def backward(self: Expand, grad):
     "A broadcast copies values; each copy's gradient flows back and adds up."
+    ### BEGIN SOLUTION
     return (_sum_to_shape(grad, self.parents[0].shape),)
+    ### END SOLUTION
 
 @patch
 def backward(self: Sum, grad):
     "The mirror image: every summed element moved the total one-for-one, so each gets the total's gradient."
+    ### BEGIN SOLUTION
     if not self.keepdims: grad = np.expand_dims(grad, self.axis)
     return (np.broadcast_to(grad, self.in_shape),)
+    ### END SOLUTION
 
 # %% ../nbs/09_autograd.ipynb #2f23c6c4
 @patch
 def backward(self: Add, grad):
+    ### BEGIN SOLUTION
     a, b = self.parents
     return (grad if a.requires_grad else None, grad if b.requires_grad else None)
+    ### END SOLUTION
 
 @patch
 def backward(self: Sub, grad):
+    ### BEGIN SOLUTION
     a, b = self.parents
     return (grad if a.requires_grad else None, -grad if b.requires_grad else None)
+    ### END SOLUTION
 
 @patch
-def backward(self: Neg, grad): return (-grad,)
+def backward(self: Neg, grad):
+    ### BEGIN SOLUTION
+    return (-grad,)
+    ### END SOLUTION
 
 @patch
 def backward(self: Mul, grad):
@@ -319,10 +330,16 @@ def backward(self: Max, grad):
 
 # %% ../nbs/09_autograd.ipynb #a15c79e4
 @patch
-def backward(self: Reshape, grad): return (grad.reshape(self.in_shape),)
+def backward(self: Reshape, grad):
+    ### BEGIN SOLUTION
+    return (grad.reshape(self.in_shape),)
+    ### END SOLUTION
 
 @patch
-def backward(self: Permute, grad): return (grad.transpose(np.argsort(self.axes)),)
+def backward(self: Permute, grad):
+    ### BEGIN SOLUTION
+    return (grad.transpose(np.argsort(self.axes)),)
+    ### END SOLUTION
 
 def _picks_each_once(index) -> bool:
     "True when no element can be selected twice: the index has no integer arrays or lists."
@@ -343,36 +360,57 @@ def backward(self: GetItem, grad):
 # %% ../nbs/09_autograd.ipynb #2cd7039e
 @patch
 def backward(self: Concat, grad):
+    ### BEGIN SOLUTION
     pieces = np.split(grad, np.cumsum(self.sizes)[:-1], axis=self.axis)
     return tuple(g if p.requires_grad else None for g, p in zip(pieces, self.parents))
+    ### END SOLUTION
 
 @patch
 def backward(self: Pad, grad):
+    ### BEGIN SOLUTION
     inner = tuple(slice(before, n - after) for (before, after), n in zip(self.pad_width, grad.shape))
     return (grad[inner],)
+    ### END SOLUTION
 
 # %% ../nbs/09_autograd.ipynb #69836661
 @patch
-def backward(self: Exp, grad): return (grad * self.out,)
+def backward(self: Exp, grad):
+    ### BEGIN SOLUTION
+    return (grad * self.out,)
+    ### END SOLUTION
 
 @patch
-def backward(self: Log, grad): return (grad / self.x,)
+def backward(self: Log, grad):
+    ### BEGIN SOLUTION
+    return (grad / self.x,)
+    ### END SOLUTION
 
 @patch
-def backward(self: Sqrt, grad): return (grad / (2 * self.out),)
+def backward(self: Sqrt, grad):
+    ### BEGIN SOLUTION
+    return (grad / (2 * self.out),)
+    ### END SOLUTION
 
 @patch
-def backward(self: Abs, grad): return (grad * np.sign(self.x),)
+def backward(self: Abs, grad):
+    ### BEGIN SOLUTION
+    return (grad * np.sign(self.x),)
+    ### END SOLUTION
 
 @patch
-def backward(self: Tanh, grad): return (grad * (1 - self.out * self.out),)
+def backward(self: Tanh, grad):
+    ### BEGIN SOLUTION
+    return (grad * (1 - self.out * self.out),)
+    ### END SOLUTION
 
 @patch
 def backward(self: Clip, grad):
+    ### BEGIN SOLUTION
     x, inside = self.x, True
     if self.lo is not None: inside = x >= self.lo
     if self.hi is not None: inside = inside & (x <= self.hi)
     return (grad * inside,)
+    ### END SOLUTION
 
 @patch
 def backward(self: Maximum, grad):
@@ -386,12 +424,26 @@ def backward(self: Maximum, grad):
 
 @patch
 def backward(self: Where, grad):
+    ### BEGIN SOLUTION
     A, B = self.parents
     return (np.where(self.cond, grad, 0) if A.requires_grad else None,
             np.where(self.cond, 0, grad) if B.requires_grad else None)
+    ### END SOLUTION
 
 @patch
-def backward(self: Cast, grad): return (grad.astype(self.in_dtype, copy=False),)
+def backward(self: Cast, grad):
+    ### BEGIN SOLUTION
+    return (grad.astype(self.in_dtype, copy=False),)
+    ### END SOLUTION
+
+# %% ../nbs/09_autograd.ipynb #e7c6d863
+from .activations import ReLUOp
+
+@patch
+def backward(self: ReLUOp, grad):
+    ### BEGIN SOLUTION
+    return (grad * (self.out > 0),)
+    ### END SOLUTION
 
 # %% ../nbs/09_autograd.ipynb #82287e28
 class no_grad(ContextDecorator):
@@ -467,10 +519,12 @@ def backward(self: WindowMax, grad):
     overlap = stride[0] < kh or stride[1] < kw
     covered = tuple(stride) == (kh, kw) and (H, W) == (oh * kh, ow * kw)   # every pixel in exactly one window
     dx = np.empty(g.shape[:2] + (H, W), grad.dtype) if covered else np.zeros(g.shape[:2] + (H, W), grad.dtype)
-    for k in range(kh * kw):
-        target = window_slice(k // kw, k % kw, (oh, ow), stride)
-        if overlap: dx[target] += g * (self.winner == k)            # a pixel can win several windows
-        else: np.multiply(g, self.winner == k, out=dx[target])       # written once: no zero fill needed when covered
+    def block(b):                                                    # rows b of the leading axis, independent of the rest
+        for k in range(kh * kw):
+            target, won = dx[b][window_slice(k // kw, k % kw, (oh, ow), stride)], self.winner[b] == k
+            if overlap: target += g[b] * won                         # a pixel can win several windows
+            else: np.multiply(g[b], won, out=target)                 # written once: no zero fill needed when covered
+    over_channels(block, g.shape[0], dx.size)
     return (_crop(dx, (ph, pw), self.in_shape, self.channel_major),)
     ### END SOLUTION
 

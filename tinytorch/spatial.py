@@ -194,14 +194,18 @@ class WindowMax(Function):
             xp = np.full(xc.shape[:2] + (H + 2 * ph, W + 2 * pw), -np.inf, x.dtype)
             xp[:, :, ph:ph + H, pw:pw + W] = xc
             xc = xp
-        out = xc[window_slice(0, 0, out_hw, stride)].copy()          # offset (0, 0) of every window
+        out = np.empty(xc.shape[:2] + out_hw, x.dtype)
         winner = np.zeros(out.shape, np.min_scalar_type(kh * kw - 1))
-        for k in range(1, kh * kw):
-            entry = xc[window_slice(k // kw, k % kw, out_hw, stride)]    # offset k of every window: a view
-            beats = (entry > out).view(np.uint8)                      # 1 where k beats all earlier offsets (a tie does not)
-            winner -= winner * beats                                  # integer arithmetic: much faster than np.where
-            winner += beats * np.uint8(k) if k < 256 else beats.astype(winner.dtype) * k
-            np.maximum(out, entry, out=out)                           # propagates NaN
+        def block(b):                                                 # rows b of the leading axis, independent of the rest
+            o, w, xb = out[b], winner[b], xc[b]
+            o[...] = xb[window_slice(0, 0, out_hw, stride)]           # offset (0, 0) of every window
+            for k in range(1, kh * kw):
+                entry = xb[window_slice(k // kw, k % kw, out_hw, stride)]   # offset k of every window: a view
+                beats = (entry > o).view(np.uint8)                    # 1 where k beats all earlier offsets (a tie does not)
+                w -= w * beats                                        # integer arithmetic: much faster than np.where
+                w += beats * np.uint8(k) if k < 256 else beats.astype(w.dtype) * k
+                np.maximum(o, entry, out=o)                           # propagates NaN
+        over_channels(block, xc.shape[0], xc.size)                    # blocks of rows on all cores
         self.winner = winner
         return out.transpose(1, 0, 2, 3) if self.channel_major else out
         ### END SOLUTION

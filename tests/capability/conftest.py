@@ -24,6 +24,9 @@ def pytest_collection_modifyitems(session, config, items):
         name = Path(str(item.fspath)).name
         return ORDER.index(name) + 1 if name in ORDER and 'capability' in Path(str(item.fspath)).parts else 0
     items.sort(key=rank)
+    for item in items:   # under pytest-xdist (--dist loadgroup) they run in one worker, in this order
+        if rank(item):
+            item.add_marker(pytest.mark.xdist_group('capability'))
 
 
 @pytest.fixture(scope='session')
