@@ -176,7 +176,7 @@ def test_reset_puts_a_module_back_and_keeps_the_learners_notebook(release, tmp_p
     saved = list((release / '.tito/saved').glob('03_activations-*.ipynb'))
     assert len(saved) == 1 and saved[0].read_bytes() == mine
     assert target.read_bytes() == (release / 'milestones/released/03_activations.ipynb').read_bytes()
-    assert "raise NotImplementedError('03 Activations: relu" in (release / 'tinytorch/activations.py').read_text()
+    assert "raise NotImplementedError('03 Activations: ReLUOp.forward" in (release / 'tinytorch/activations.py').read_text()
 
 
 def test_edited_test_cell_is_flagged_in_the_release(release):
