@@ -478,13 +478,12 @@ def zero_grad(self: Tensor, set_to_none: bool = True):
     else: self.grad.data[...] = 0
 
 # %% ../nbs/09_autograd.ipynb #6e277bde
-from .spatial import Im2Col, WindowMax, BatchNorm, window_slice, over_channels
+from .spatial import Im2Col, WindowMax, BatchNorm, window_slice, to_window_layout, from_window_layout, over_channels
 
-def _crop(dx: np.ndarray, padding, in_shape, channel_major: bool = True) -> np.ndarray:
-    "The NCHW view of the gradient `dx` (C, N, H+2ph, W+2pw), or (N, C, ...), of a padded input, without the padding."
+def _crop(dx: np.ndarray, padding, in_shape, batch_last: bool = True) -> np.ndarray:
+    "The NCHW view of the gradient `dx` (B, H+2ph, W+2pw, I) of a padded input, without the padding."
     (ph, pw), (N, C, H, W) = padding, in_shape
-    dx = dx[:, :, ph:ph + H, pw:pw + W]
-    return dx.transpose(1, 0, 2, 3) if channel_major else dx
+    return from_window_layout(dx[:, ph:ph + H, pw:pw + W], batch_last, N)
 
 @patch
 def backward(self: Im2Col, grad):
@@ -492,11 +491,11 @@ def backward(self: Im2Col, grad):
     N, C, H, W = self.in_shape
     (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
     H, W = H + 2 * ph, W + 2 * pw                                      # the padded input's size
-    oh, ow = grad.shape[-2:]
+    oh, ow = grad.shape[3:5]
     ### BEGIN SOLUTION
     overlap = sh < kh or sw < kw
     covered = (sh, sw) == (kh, kw) and (H, W) == (oh * kh, ow * kw)   # windows tile the input exactly
-    dx = np.empty((C, N, H, W), grad.dtype) if covered else np.zeros((C, N, H, W), grad.dtype)
+    dx = np.empty((C, H, W, N), grad.dtype) if covered else np.zeros((C, H, W, N), grad.dtype)
     def add_slabs(c):                                                 # channels c: independent of the others
         for u in range(kh):
             for v in range(kw):
@@ -512,22 +511,22 @@ def backward(self: WindowMax, grad):
     "Each window's gradient goes to the kernel offset that won it in the forward pass."
     N, C, H, W = self.in_shape
     (kh, kw), (ph, pw), stride = self.kernel_size, self.padding, self.stride
-    g = grad.transpose(1, 0, 2, 3) if self.channel_major else grad   # the winners' memory order
+    g = to_window_layout(grad, self.batch_last)                      # the winners' memory order
     ### BEGIN SOLUTION
     H, W = H + 2 * ph, W + 2 * pw
-    oh, ow = g.shape[2:]
+    oh, ow = g.shape[1:3]
     overlap = stride[0] < kh or stride[1] < kw
     covered = tuple(stride) == (kh, kw) and (H, W) == (oh * kh, ow * kw)   # every pixel in exactly one window
-    dx = np.empty(g.shape[:2] + (H, W), grad.dtype) if covered else np.zeros(g.shape[:2] + (H, W), grad.dtype)
+    shape = (g.shape[0], H, W, g.shape[3])
+    dx = np.empty(shape, grad.dtype) if covered else np.zeros(shape, grad.dtype)
     def block(b):                                                    # rows b of the leading axis, independent of the rest
         for k in range(kh * kw):
             target, won = dx[b][window_slice(k // kw, k % kw, (oh, ow), stride)], self.winner[b] == k
             if overlap: target += g[b] * won                         # a pixel can win several windows
             else: np.multiply(g[b], won, out=target)                 # written once: no zero fill needed when covered
     over_channels(block, g.shape[0], dx.size)
-    return (_crop(dx, (ph, pw), self.in_shape, self.channel_major),)
+    return (_crop(dx, (ph, pw), self.in_shape, self.batch_last),)
     ### END SOLUTION
-
 
 # %% ../nbs/09_autograd.ipynb #e071350c
 @patch

@@ -262,24 +262,23 @@ class ConvBiasReLU(Function):
     def forward(self, x, weight, *bias, stride, padding, relu):
         bias = bias[0] if bias else None                                         # bias is an optional third parent
         F, C, KH, KW = weight.shape
-        xp = _padded(x, padding)
-        self.padded_shape, self.stride, self.padding, self.relu = xp.shape, stride, padding, relu
+        self.im2col, self.relu = Im2Col(), relu                                   # module 06's op: its forward here, its col2im in backward
         ### BEGIN SOLUTION
-        cols = np.ascontiguousarray(window_view(xp, (KH, KW), stride).transpose(1, 4, 5, 0, 2, 3))   # (C, KH, KW, N, OH, OW)
-        N, OH, OW = cols.shape[3:]
-        out = weight.reshape(F, -1) @ cols.reshape(C * KH * KW, -1)             # (F, N·OH·OW)
+        cols = self.im2col.forward(x, (KH, KW), stride, padding)                 # (C, KH, KW, OH, OW, N)
+        OH, OW, N = cols.shape[3:]
+        out = weight.reshape(F, -1) @ cols.reshape(C * KH * KW, -1)             # (F, OH·OW·N)
         if bias is not None: out += bias.reshape(F, 1)
         if relu: np.maximum(out, 0, out=out)
         ### END SOLUTION
         self.cols, self.out = cols, out
-        return out.reshape(F, N, OH, OW).transpose(1, 0, 2, 3)                  # NCHW view, no copy
+        return out.reshape(F, OH, OW, N).transpose(3, 0, 1, 2)                  # NCHW view, no copy
 
     def backward(self, grad):
         X, W = self.parents[0], self.parents[1]
         B = self.parents[2] if len(self.parents) > 2 else None
         F = W.shape[0]
         ### BEGIN SOLUTION
-        g = np.ascontiguousarray(grad.transpose(1, 0, 2, 3)).reshape(F, -1)   # (F, N·OH·OW), like the GEMM's output
+        g = np.ascontiguousarray(grad.transpose(1, 2, 3, 0)).reshape(F, -1)   # (F, OH·OW·N), like the GEMM's output
         if self.relu: g *= self.out > 0
         cols = self.cols.reshape(-1, g.shape[1])
         gw = (cols @ g.T).T.reshape(W.shape) if W.requires_grad else None      # (b·gᵀ)ᵀ: the layout 09 found fastest
@@ -287,9 +286,7 @@ class ConvBiasReLU(Function):
         gx = None
         if X.requires_grad:
             dcols = (W.data.reshape(F, -1).T @ g).reshape(self.cols.shape)
-            col2im = Im2Col.__new__(Im2Col)                                    # module 09's col2im, reused
-            col2im.in_shape, col2im.kernel_size, col2im.stride, col2im.padding = X.shape, W.shape[2:], self.stride, self.padding
-            gx = col2im.backward(dcols)[0]                                     # it also removes the padding
+            gx = self.im2col.backward(dcols)[0]                                # module 09's col2im; it also removes the padding
         ### END SOLUTION
         return (gx, gw) if B is None else (gx, gw, gb)
 

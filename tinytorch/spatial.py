@@ -12,9 +12,9 @@ from .tensor import Tensor, Function
 from .layers import Module, Parameter, kaiming_uniform
 
 # %% auto #0
-__all__ = ['conv_output_size', 'conv2d_naive', 'num_threads', 'over_channels', 'Im2Col', 'im2col', 'conv2d', 'Conv2d',
-           'window_slice', 'WindowMax', 'max_pool2d', 'avg_pool2d', 'MaxPool2d', 'AvgPool2d', 'Flatten', 'BatchNorm',
-           'BatchNorm2d']
+__all__ = ['conv_output_size', 'conv2d_naive', 'num_threads', 'over_channels', 'batch_last_copy', 'Im2Col', 'im2col', 'conv2d',
+           'Conv2d', 'window_slice', 'to_window_layout', 'from_window_layout', 'WindowMax', 'max_pool2d', 'avg_pool2d',
+           'MaxPool2d', 'AvgPool2d', 'Flatten', 'BatchNorm', 'BatchNorm2d']
 
 # %% ../nbs/06_spatial.ipynb #65b66e5e
 def _pair(value, name: str, owner: str, minimum: int = 1) -> tuple:
@@ -71,22 +71,37 @@ def over_channels(fn, channels: int, size: int, min_size: int = 1 << 20):
     for f in [_pool.submit(fn, slice(lo, hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]: f.result()
 
 # %% ../nbs/06_spatial.ipynb #de573fa6
+def batch_last_copy(x: np.ndarray) -> np.ndarray:
+    "A (C, H, W, N) copy of an NCHW array, copied in tiles of 8 images × 512 values that stay in cache."
+    x = np.ascontiguousarray(x)
+    N, C, H, W = x.shape
+    rows, hw = x.reshape(N, C * H * W), H * W
+    out = np.empty((C * H * W, N), x.dtype)
+    def tiles(c):                                                 # channels c: their own rows of `out`
+        lo, hi = c.start * hw, c.stop * hw
+        for n in range(0, N, 8):
+            for j in range(lo, hi, 512):
+                np.copyto(out[j:min(j + 512, hi), n:n + 8], rows[n:n + 8, j:min(j + 512, hi)].T)
+    over_channels(tiles, C, x.size)
+    return out.reshape(C, H, W, N)
+
 class Im2Col(Function):
-    "All `kernel_size` windows of an NCHW array at `stride`, after padding with `pad_value`, copied out as (C, KH, KW, N, OH, OW)."
+    "All `kernel_size` windows of an NCHW array at `stride`, after padding with `pad_value`, copied out as (C, KH, KW, OH, OW, N)."
     def forward(self, x, kernel_size, stride, padding=(0, 0), pad_value=0.0):
         self.in_shape, self.kernel_size, self.stride, self.padding = x.shape, kernel_size, stride, padding
         (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
         ### BEGIN SOLUTION
         N, C, H, W = x.shape
-        xc = x.transpose(1, 0, 2, 3)                              # (C, N, H, W): free, and a conv output's own layout
-        if ph or pw:                                              # pad in that layout: one copy along memory
-            padded = (C, N, H + 2 * ph, W + 2 * pw)
+        xb = x.transpose(1, 2, 3, 0)                              # (C, H, W, N): free, and a conv output's own layout
+        if not xb.flags.c_contiguous: xb = batch_last_copy(x)     # a plain NCHW batch: transposed once
+        if ph or pw:                                              # pad in that layout
+            padded = (C, H + 2 * ph, W + 2 * pw, N)
             xp = np.zeros(padded, x.dtype) if pad_value == 0 else np.full(padded, pad_value, x.dtype)
-            inner = xp[:, :, ph:ph + H, pw:pw + W]
-            over_channels(lambda c: np.copyto(inner[c], xc[c]), C, xp.size)
-            xc = xp
-        windows = sliding_window_view(xc, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]   # view (C, N, OH, OW, KH, KW)
-        windows = windows.transpose(0, 4, 5, 1, 2, 3)                               # (C, KH, KW, N, OH, OW)
+            inner = xp[:, ph:ph + H, pw:pw + W]
+            over_channels(lambda c: np.copyto(inner[c], xb[c]), C, xp.size)
+            xb = xp
+        windows = sliding_window_view(xb, (kh, kw), axis=(1, 2))[:, ::sh, ::sw]    # view (C, OH, OW, N, KH, KW)
+        windows = windows.transpose(0, 4, 5, 1, 2, 3)                               # (C, KH, KW, OH, OW, N)
         cols = np.empty(windows.shape, x.dtype)
         over_channels(lambda c: np.copyto(cols[c], windows[c]), C, cols.size)      # the one big copy
         return cols
@@ -103,7 +118,7 @@ def _check_nchw(x, owner: str) -> Tensor:
     return x
 
 def im2col(x: Tensor, kernel_size, stride=1, padding=0, pad_value: float = 0.0) -> Tensor:
-    "Windows of `x` (N, C, H, W) as a (C, KH, KW, N, OH, OW) tensor, after padding with `pad_value`."
+    "Windows of `x` (N, C, H, W) as a (C, KH, KW, OH, OW, N) tensor, after padding with `pad_value`."
     _check_nchw(x, "im2col")
     kh, kw = _pair(kernel_size, "kernel_size", "im2col")
     sh, sw = _pair(stride, "stride", "im2col")
@@ -127,10 +142,10 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padd
     if bias is not None and tuple(bias.shape) != (F,):
         raise ValueError(f"conv2d: bias must have shape ({F},) for {F} filters, got {tuple(bias.shape)}")
     ### BEGIN SOLUTION
-    cols = im2col(x, (KH, KW), stride, padding)                                # (C, KH, KW, N, OH, OW)
-    N, OH, OW = cols.shape[3:]
-    out = weight.reshape(F, C * KH * KW) @ cols.reshape(C * KH * KW, N * OH * OW)   # one GEMM: (F, N·OH·OW)
-    out = out.reshape(F, N, OH, OW).permute(1, 0, 2, 3)                         # NCHW view, no copy
+    cols = im2col(x, (KH, KW), stride, padding)                                # (C, KH, KW, OH, OW, N)
+    OH, OW, N = cols.shape[3:]
+    out = weight.reshape(F, C * KH * KW) @ cols.reshape(C * KH * KW, OH * OW * N)   # one GEMM: (F, OH·OW·N)
+    out = out.reshape(F, OH, OW, N).permute(3, 0, 1, 2)                         # NCHW view, no copy
     return out if bias is None else out + bias.reshape(1, F, 1, 1)
     ### END SOLUTION
 
@@ -176,9 +191,17 @@ def _pool_args(x, kernel_size, stride, padding, owner):
     return k, s, p
 
 def window_slice(u: int, v: int, out_hw, stride) -> tuple:
-    "Index of kernel offset (u, v) in every window: a strided slice over the last two axes of a (C, N, H, W) array."
+    "Index of kernel offset (u, v) in every window: a strided slice over axes 1 and 2 (H, W) of a (B, H, W, I) array."
     (oh, ow), (sh, sw) = out_hw, stride
-    return (slice(None), slice(None), slice(u, u + sh * (oh - 1) + 1, sh), slice(v, v + sw * (ow - 1) + 1, sw))
+    return (slice(None), slice(u, u + sh * (oh - 1) + 1, sh), slice(v, v + sw * (ow - 1) + 1, sw), slice(None))
+
+def to_window_layout(a: np.ndarray, batch_last: bool) -> np.ndarray:
+    "An NCHW array as (B, H, W, I): (C, H, W, N) if `batch_last` (a conv output's memory order), else (N·C, H, W, 1)."
+    return a.transpose(1, 2, 3, 0) if batch_last else a.reshape(-1, a.shape[2], a.shape[3], 1)
+
+def from_window_layout(a: np.ndarray, batch_last: bool, n: int) -> np.ndarray:
+    "Undo `to_window_layout`: an NCHW view of a (B, H, W, I) array, for a batch of `n`."
+    return a.transpose(3, 0, 1, 2) if batch_last else a.reshape(n, -1, a.shape[1], a.shape[2])
 
 class WindowMax(Function):
     "Maximum of each pooling window of an NCHW array; remembers which kernel offset won (for backward)."
@@ -187,27 +210,27 @@ class WindowMax(Function):
         (kh, kw), (ph, pw) = kernel_size, padding
         N, C, H, W = x.shape
         out_hw = (conv_output_size(H, kh, stride[0], ph), conv_output_size(W, kw, stride[1], pw))
-        self.channel_major = not x.flags.c_contiguous               # a conv output is (C, N, H, W) in memory
+        self.batch_last = not x.flags.c_contiguous                   # a conv output is (C, H, W, N) in memory
         ### BEGIN SOLUTION
-        xc = x.transpose(1, 0, 2, 3) if self.channel_major else x   # work along memory, whichever order it is
+        xb = to_window_layout(x, self.batch_last)                    # work along memory, whichever order it is
         if ph or pw:
-            xp = np.full(xc.shape[:2] + (H + 2 * ph, W + 2 * pw), -np.inf, x.dtype)
-            xp[:, :, ph:ph + H, pw:pw + W] = xc
-            xc = xp
-        out = np.empty(xc.shape[:2] + out_hw, x.dtype)
+            xp = np.full((xb.shape[0], H + 2 * ph, W + 2 * pw, xb.shape[3]), -np.inf, x.dtype)
+            xp[:, ph:ph + H, pw:pw + W] = xb
+            xb = xp
+        out = np.empty((xb.shape[0],) + out_hw + (xb.shape[3],), x.dtype)
         winner = np.zeros(out.shape, np.min_scalar_type(kh * kw - 1))
         def block(b):                                                 # rows b of the leading axis, independent of the rest
-            o, w, xb = out[b], winner[b], xc[b]
-            o[...] = xb[window_slice(0, 0, out_hw, stride)]           # offset (0, 0) of every window
+            o, w, xs = out[b], winner[b], xb[b]
+            o[...] = xs[window_slice(0, 0, out_hw, stride)]           # offset (0, 0) of every window
             for k in range(1, kh * kw):
-                entry = xb[window_slice(k // kw, k % kw, out_hw, stride)]   # offset k of every window: a view
+                entry = xs[window_slice(k // kw, k % kw, out_hw, stride)]   # offset k of every window: a view
                 beats = (entry > o).view(np.uint8)                    # 1 where k beats all earlier offsets (a tie does not)
                 w -= w * beats                                        # integer arithmetic: much faster than np.where
                 w += beats * np.uint8(k) if k < 256 else beats.astype(w.dtype) * k
                 np.maximum(o, entry, out=o)                           # propagates NaN
-        over_channels(block, xc.shape[0], xc.size)                    # blocks of rows on all cores
+        over_channels(block, xb.shape[0], xb.size)                    # blocks of rows on all cores
         self.winner = winner
-        return out.transpose(1, 0, 2, 3) if self.channel_major else out
+        return from_window_layout(out, self.batch_last, N)
         ### END SOLUTION
 
 def max_pool2d(x: Tensor, kernel_size, stride=None, padding=0) -> Tensor:
@@ -219,7 +242,7 @@ def avg_pool2d(x: Tensor, kernel_size, stride=None, padding=0) -> Tensor:
     "Mean over each window (zero padding counts in the mean)."
     k, s, p = _pool_args(x, kernel_size, stride, padding, "avg_pool2d")
     ### BEGIN SOLUTION
-    return im2col(x, k, s, p).mean(axis=(1, 2)).permute(1, 0, 2, 3)
+    return im2col(x, k, s, p).mean(axis=(1, 2)).permute(3, 0, 1, 2)
     ### END SOLUTION
 
 class MaxPool2d(Module):
@@ -256,7 +279,7 @@ class BatchNorm(Function):
         per_channel = (1, -1, 1, 1)
         ### BEGIN SOLUTION
         self.inv_std = (1.0 / np.sqrt(var + eps)).astype(x.dtype)
-        x_hat = x - mean.reshape(per_channel).astype(x.dtype)    # keeps x's memory order (channel-major after a conv)
+        x_hat = x - mean.reshape(per_channel).astype(x.dtype)    # keeps x's memory order (batch-last after a conv)
         x_hat *= self.inv_std.reshape(per_channel)
         self.x_hat, self.gamma = x_hat, gamma
         out = x_hat * gamma.reshape(per_channel)
