@@ -4,7 +4,7 @@ For each backend (TinyTorch, and PyTorch running the same weights behind the sam
 batching mode (dynamic batching on, off), it starts the real server (`tinytorch.capstone.serve`) as
 a subprocess on a free 127.0.0.1 port, then an httpx/asyncio load generator keeps 1, 8 and 32
 clients busy for a bounded time each (one Fashion-MNIST test image per request, Open Inference
-Protocol JSON). It reports p50/p99 latency, throughput, errors (must be 0) and the server's resident
+Protocol JSON; at most 8 clients per load-generator process, since one asyncio process saturates first). It reports p50/p99 latency, throughput, errors (must be 0) and the server's resident
 memory at start and end (must stay flat), then the batching gain and the TinyTorch / PyTorch ratios.
 
     python tests/serve_bench.py [--seconds 5] [--clients 1,8,32] [--backends tinytorch,torch] [--json FILE]
@@ -95,7 +95,7 @@ def request_bodies(n: int = 64) -> tuple[list[bytes], np.ndarray]:
 
 
 async def load(url: str, bodies: list[bytes], clients: int, seconds: float, max_requests: int = 200_000) -> dict:
-    """Keep `clients` requests in flight for `seconds`; every request's latency and outcome."""
+    """Keep `clients` requests in flight for `seconds` from this process; every request's latency and outcome."""
     import httpx
     latencies, errors, sent = [], [], 0
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
@@ -121,9 +121,33 @@ async def load(url: str, bodies: list[bytes], clients: int, seconds: float, max_
                 i += clients
         await asyncio.gather(*(worker(k) for k in range(clients)))
         elapsed = time.perf_counter() - start
+    return {'latencies': latencies, 'errors': errors, 'seconds': elapsed}
+
+
+# One asyncio + httpx process cannot keep many connections busy: measured here, 32 clients in one
+# process gave 264 req/s with a p99 of 568 ms, and the same 32 clients as 4 processes of 8 gave
+# 639 req/s with a p99 of about 100 ms. So clients are spread over processes of at most 8.
+CLIENTS_PER_PROCESS = 8
+
+def _load_share(args) -> dict:
+    return asyncio.run(load(*args))
+
+def load_test(url: str, bodies: list[bytes], clients: int, seconds: float) -> dict:
+    """`clients` concurrent clients for `seconds`, in processes of at most CLIENTS_PER_PROCESS; merged results."""
+    import multiprocessing
+    shares = [CLIENTS_PER_PROCESS] * (clients // CLIENTS_PER_PROCESS) + ([clients % CLIENTS_PER_PROCESS] if clients % CLIENTS_PER_PROCESS else [])
+    if len(shares) == 1:
+        parts = [asyncio.run(load(url, bodies, clients, seconds))]
+    else:
+        offsets = np.cumsum([0] + shares[:-1])        # each process starts at its own request body
+        with multiprocessing.get_context('fork').Pool(len(shares)) as pool:
+            parts = pool.map(_load_share, [(url, bodies[o:] + bodies[:o], c, seconds) for o, c in zip(offsets, shares)])
+    latencies = [t for p in parts for t in p['latencies']]
+    errors = [e for p in parts for e in p['errors']]
+    elapsed = max(p['seconds'] for p in parts)
     lat = np.array(latencies) * 1000
-    return {'clients': clients, 'requests': len(latencies) + len(errors), 'ok': len(latencies), 'errors': len(errors),
-            'first_error': errors[0] if errors else None, 'seconds': elapsed,
+    return {'clients': clients, 'processes': len(shares), 'requests': len(latencies) + len(errors), 'ok': len(latencies),
+            'errors': len(errors), 'first_error': errors[0] if errors else None, 'seconds': elapsed,
             'throughput': len(latencies) / elapsed,
             'p50_ms': float(np.percentile(lat, 50)) if len(lat) else float('nan'),
             'p99_ms': float(np.percentile(lat, 99)) if len(lat) else float('nan')}
@@ -163,9 +187,9 @@ def bench_server(backend: str, batching: bool, checkpoint: str, bodies, clients_
                                            'data': x.ravel().tolist()}]}).encode()
             got = np.array(httpx.post(url, content=body, timeout=30).json()['outputs'][0]['data']).reshape(probs.shape)
             check = float(np.abs(got - probs).max())
-        asyncio.run(load(url, bodies, max(clients_list), 1.0))          # warm up: first calls, allocator, caches
+        load_test(url, bodies, max(clients_list), 1.0)                  # warm up: first calls, allocator, caches
         mem_start = rss_mb(proc.pid)
-        runs = [asyncio.run(load(url, bodies, c, seconds)) for c in clients_list]
+        runs = [load_test(url, bodies, c, seconds) for c in clients_list]
         mem_end = rss_mb(proc.pid)
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -221,7 +245,7 @@ def main(argv=None) -> int:
                              reference=reference if backend == 'torch' else None)
             results.append(r)
             for run in r['runs']:
-                print(f"  {backend:9s} batching {'on ' if batching else 'off'} {run['clients']:3d} clients: "
+                print(f"  {backend:9s} batching {'on ' if batching else 'off'} {run['clients']:3d} clients ({run['processes']} proc): "
                       f"{run['throughput']:7.1f} req/s, p50 {run['p50_ms']:6.2f} ms, p99 {run['p99_ms']:7.2f} ms, "
                       f"{run['errors']} errors", flush=True)
 
