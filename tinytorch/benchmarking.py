@@ -520,8 +520,12 @@ class Comparison:
 
     @property
     def verdict(self) -> str:
-        if self.p_a_faster < self.alpha: return f"{self.a} is faster than {self.b}"
-        if self.p_b_faster < self.alpha: return f"{self.b} is faster than {self.a}"
+        "A winner only when the test and the interval agree: the test says who tends to be faster, the interval by how much."
+        if self.p_a_faster < self.alpha and self.ci_high < 1: return f"{self.a} is faster than {self.b}"
+        if self.p_b_faster < self.alpha and self.ci_low > 1: return f"{self.b} is faster than {self.a}"
+        if min(self.p_a_faster, self.p_b_faster) < self.alpha:
+            return (f"{self.a} and {self.b} differ in distribution, but the {self.statistic} ratio's interval "
+                    f"includes 1: no clear winner")
         return f"no significant difference between {self.a} and {self.b}"
 
     def __str__(self):
