@@ -12,8 +12,8 @@ from hypothesis import given, settings, strategies as st
 from tinytorch.tensor import Tensor, manual_seed
 from tinytorch.layers import Module
 from tinytorch.spatial import (
-    AvgPool2d, BatchNorm2d, Conv2d, Flatten, MaxPool2d, avg_pool2d, conv2d, conv2d_naive, conv_output_size,
-    max_pool2d)
+    AvgPool2d, BatchNorm2d, Conv2d, Flatten, MaxPool2d, avg_pool2d, batch_last_copy, conv2d, conv2d_naive,
+    conv_output_size, max_pool2d)
 
 checks = settings(max_examples=30, deadline=None, derandomize=True, database=None)
 
@@ -112,6 +112,49 @@ def test_conv2d_float32_in_float32_out():
     out = conv2d(Tensor(x), Tensor(w), padding=1)
     assert out.dtype == np.float32
     np.testing.assert_allclose(out.data, ref_conv(x, w, padding=1), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (8, 1, 27, 19), (9, 1, 27, 19), (17, 2, 16, 32), (3, 5, 1, 103)])
+def test_batch_last_copy_is_the_transpose_across_tile_edges(shape):
+    "Tiles are 8 images × 512 values: N of 8, 9 and 17, and C·H·W = 27·19 = 513 = 512 + 1, hit their edges."
+    x = rand(shape, 0, np.float32)
+    out = batch_last_copy(x)
+    assert out.shape == shape[1:] + shape[:1] and out.flags.c_contiguous
+    np.testing.assert_array_equal(out, x.transpose(1, 2, 3, 0))
+
+
+def test_batch_last_copy_in_threads(monkeypatch):
+    "Over 2^20 values the channels are split over threads; each block of H·W = 119·327 = 76·512 + 1 values ends in a 1-value tile."
+    monkeypatch.setenv("TINYTORCH_NUM_THREADS", "3")
+    x = rand((9, 3, 119, 327), 1, np.float32)
+    assert x.size >= 1 << 20
+    np.testing.assert_array_equal(batch_last_copy(x), x.transpose(1, 2, 3, 0))
+
+
+def test_conv2d_on_a_batch_wider_than_one_copy_tile():
+    x, w, b = rand((9, 1, 27, 19), 2), rand((2, 1, 3, 3), 3), rand(2, 4)
+    np.testing.assert_allclose(conv2d(Tensor(x), Tensor(w), Tensor(b), padding=1).data, ref_conv(x, w, b, 1, 1),
+                               rtol=1e-10, atol=1e-10)
+
+
+def test_batch_last_layout_is_kept_and_copied_once(monkeypatch):
+    "A conv output lives as (C, H, W, N) in memory; max pooling keeps that order, and only a plain NCHW batch is transposed."
+    import tinytorch.spatial as spatial
+    calls = []
+    def counting_copy(x):
+        calls.append(x.shape)
+        return batch_last_copy(x)
+    monkeypatch.setattr(spatial, "batch_last_copy", counting_copy)
+    x, w = rand((3, 2, 6, 5), 0), rand((4, 2, 3, 3), 1)
+    h = conv2d(Tensor(x), Tensor(w), padding=1)
+    assert calls == [(3, 2, 6, 5)] and h.data.transpose(1, 2, 3, 0).flags.c_contiguous
+    p = max_pool2d(h, 2)
+    assert p.data.transpose(1, 2, 3, 0).flags.c_contiguous                # still batch-last
+    assert max_pool2d(Tensor(x), 2).data.flags.c_contiguous                # NCHW in, NCHW out
+    out = conv2d(p, Tensor(rand((2, 4, 2, 2), 2)))
+    assert calls == [(3, 2, 6, 5)]                                         # the conv output needed no copy
+    np.testing.assert_allclose(out.data, ref_conv(ref_pool(ref_conv(x, w, padding=1), 2), rand((2, 4, 2, 2), 2)),
+                               rtol=1e-10, atol=1e-10)
 
 
 def test_conv2d_records_the_graph():

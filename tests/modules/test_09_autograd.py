@@ -311,6 +311,41 @@ def test_pooling(k, stride, padding):
     check_grads(lambda x: avg_pool2d(x, k, stride, padding), values((2, 2, 5, 6), 5))
 
 
+def ref_max_pool_grad(x, k, stride, padding, g):
+    "Max pooling's backward by loops: each window's gradient goes to its first maximum in row-major order (PyTorch's rule)."
+    (kh, kw), (sh, sw), (ph, pw) = k, stride, padding
+    n, c, h, w = x.shape
+    xp = np.full((n, c, h + 2 * ph, w + 2 * pw), -np.inf)
+    xp[:, :, ph:ph + h, pw:pw + w] = x
+    dx = np.zeros_like(xp)
+    for i in range(g.shape[2]):
+        for j in range(g.shape[3]):
+            first = xp[:, :, i * sh:i * sh + kh, j * sw:j * sw + kw].reshape(n, c, -1).argmax(axis=2)   # first maximum
+            for (a, b), f in np.ndenumerate(first):
+                dx[a, b, i * sh + f // kw, j * sw + f % kw] += g[a, b, i, j]
+    return dx[:, :, ph:ph + h, pw:pw + w]
+
+
+@pytest.mark.parametrize("batch_last", [False, True])
+@pytest.mark.parametrize("k, stride, padding", [((2, 2), (2, 2), (0, 0)), ((3, 3), (1, 1), (1, 1)),
+                                                ((3, 2), (2, 1), (1, 1)), ((2, 3), (3, 2), (0, 1))])
+def test_max_pool_ties_go_to_the_first_offset(k, stride, padding, batch_last):
+    "Central differences cannot see ties; the loop reference (checked against torch.nn.functional.max_pool2d) can."
+    rng = np.random.default_rng(7)
+    x = rng.integers(0, 3, (2, 3, 6, 7)).astype(np.float64)               # values 0, 1, 2: ties in most windows
+    data = np.ascontiguousarray(x.transpose(1, 2, 3, 0)).transpose(3, 0, 1, 2) if batch_last else x.copy()
+    leaf = Tensor(data, requires_grad=True)                                 # batch_last: a conv output's (C, H, W, N) memory
+    assert leaf.data.flags.c_contiguous != batch_last
+    out = max_pool2d(leaf, k, stride, padding)
+    g = rng.standard_normal(out.shape)
+    out.backward(g)
+    np.testing.assert_allclose(leaf.grad.data, ref_max_pool_grad(x, k, stride, padding, g), rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(max_pool2d(Tensor(np.ones((1, 1, 2, 4))), 2).data, np.ones((1, 1, 1, 2)))
+    ones = Tensor(np.ones((1, 1, 2, 4)), requires_grad=True)
+    max_pool2d(ones, 2).backward(np.array([[[[1.0, 2.0]]]]))
+    np.testing.assert_array_equal(ones.grad.data, [[[[1, 0, 2, 0], [0, 0, 0, 0]]]])   # by hand: top-left of each window
+
+
 def test_batchnorm_training_mode():
     bn = BatchNorm2d(2).astype(np.float64)
     check_grads(lambda x, g, b: (x - x.mean(axis=(0, 2, 3), keepdims=True)) * g.reshape(1, 2, 1, 1) + b.reshape(1, 2, 1, 1),

@@ -16,7 +16,7 @@ import pytest
 from tinytorch.tensor import manual_seed
 from tinytorch.layers import Linear
 from tinytorch.benchmarking import (
-    Rules, LoadGenerator, BenchmarkResult, percentile, bootstrap_ci, bootstrap_ratio_ci, mann_whitney_u, compare,
+    Rules, LoadGenerator, BenchmarkResult, Comparison, percentile, bootstrap_ci, bootstrap_ratio_ci, mann_whitney_u, compare,
     reliability_warnings, find_max_qps, save_results, load_results, compare_runs, to_markdown, tinytorch_predictor,
     throughput_sweep)
 
@@ -256,6 +256,21 @@ def test_compare_gives_ratio_interval_and_verdict():
     assert abs(c.ratio - np.median(fast) / np.median(slow)) < 1e-12 and c.ci_low < c.ratio < c.ci_high
     assert compare(slow, fast, 'old', 'new').verdict == 'new is faster than old'
     assert compare(fast, 0.008 * rng.lognormal(0, 0.3, 400), 'a', 'b').verdict.startswith('no significant difference')
+
+
+@pytest.mark.parametrize("p_a, p_b, lo, hi, want", [
+    (0.001, 0.999, 0.80, 0.90, 'new is faster than old'),
+    (0.999, 0.001, 1.10, 1.20, 'old is faster than new'),
+    (0.001, 0.999, 0.98, 1.03, 'differ in distribution'),      # the 1.00x [0.98, 1.03] case: the test alone is not enough
+    (0.999, 0.001, 0.97, 1.02, 'differ in distribution'),
+    (0.001, 0.999, 1.05, 1.10, 'differ in distribution'),      # test and interval point opposite ways
+    (0.300, 0.700, 0.80, 0.90, 'no significant difference'),   # the interval alone is not enough
+    (0.700, 0.300, 1.10, 1.20, 'no significant difference'),
+    (0.050, 0.950, 0.80, 0.90, 'no significant difference'),   # p must be below alpha, not equal to it
+])
+def test_verdict_needs_the_test_and_the_interval_to_agree(p_a, p_b, lo, hi, want):
+    c = Comparison('new', 'old', 'median', 1.0, 1.0, (lo + hi) / 2, lo, hi, 0.95, p_a, p_b, 0.05)
+    assert want in c.verdict and want in str(c)
 
 
 def test_reliability_warnings():
