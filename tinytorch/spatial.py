@@ -228,6 +228,9 @@ class WindowMax(Function):
                 w -= w * beats                                        # integer arithmetic: much faster than np.where
                 w += beats * np.uint8(k) if k < 256 else beats.astype(w.dtype) * k
                 np.maximum(o, entry, out=o)                           # propagates NaN
+            if np.isnan(o).any():                                     # rare: a NaN wins its window (the last one, as in PyTorch)
+                for k in range(kh * kw):
+                    w[np.isnan(xs[window_slice(k // kw, k % kw, out_hw, stride)])] = k
         over_channels(block, xb.shape[0], xb.size)                    # blocks of rows on all cores
         self.winner = winner
         return from_window_layout(out, self.batch_last, N)

@@ -346,6 +346,18 @@ def test_max_pool_ties_go_to_the_first_offset(k, stride, padding, batch_last):
     np.testing.assert_array_equal(ones.grad.data, [[[[1, 0, 2, 0], [0, 0, 0, 0]]]])   # by hand: top-left of each window
 
 
+@pytest.mark.parametrize("batch_last", [False, True])
+def test_a_nan_in_a_pooling_window_takes_its_gradient(batch_last):
+    "The window's output is NaN, and its gradient goes to the NaN (the last one, as torch.nn.functional.max_pool2d does)."
+    x = np.array([[[[1.0, np.nan, 0.0, 5.0], [np.nan, 2.0, 3.0, 4.0]]]])
+    data = np.ascontiguousarray(x.transpose(1, 2, 3, 0)).transpose(3, 0, 1, 2) if batch_last else x.copy()
+    leaf = Tensor(data, requires_grad=True)
+    out = max_pool2d(leaf, 2)
+    assert np.isnan(out.data[0, 0, 0, 0]) and out.data[0, 0, 0, 1] == 5.0
+    out.backward(np.array([[[[1.0, 2.0]]]]))
+    np.testing.assert_array_equal(leaf.grad.data, [[[[0, 0, 0, 2], [1, 0, 0, 0]]]])   # by hand: the later NaN; the 5
+
+
 def test_batchnorm_training_mode():
     bn = BatchNorm2d(2).astype(np.float64)
     check_grads(lambda x, g, b: (x - x.mean(axis=(0, 2, 3), keepdims=True)) * g.reshape(1, 2, 1, 1) + b.reshape(1, 2, 1, 1),
