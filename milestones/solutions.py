@@ -92,11 +92,11 @@ def _owner(tree: ast.AST, line: int) -> tuple[str, str, int]:
     if best is None:
         return '', '', -1
     name = best.name
-    cls = next((p.name for p in reversed(parents) if isinstance(p, ast.ClassDef)), None)
+    owner_class = next((p for p in reversed(parents) if isinstance(p, ast.ClassDef)), None)
+    cls = owner_class.name if owner_class else None
     args = best.args.args
     if cls is None and args and args[0].arg == 'self' and isinstance(args[0].annotation, ast.Name):
         cls = args[0].annotation.id  # fastcore @patch: def backward(self: Mul, grad)
-    owner_class = next((p for p in reversed(parents) if isinstance(p, ast.ClassDef)), None)
     doc = ast.get_docstring(best) or (ast.get_docstring(owner_class) if owner_class else '') or ''   # a method: its class's
     hint = re.split(r'(?<=[.;:])\s|\n\n', doc.strip(), maxsplit=1)[0].strip().rstrip(':;').strip() if doc else ''
     return (f'{cls}.{name}' if cls else name), hint, best.body[0].col_offset
