@@ -17,7 +17,8 @@ The run prints the load average before and after and the share of the CPU other 
 while it ran, and warns when that makes the ratios unreliable. Not a test: timings never gate CI.
 A case whose modules are not built yet says why and is skipped.
 
-    python tests/bench.py [--mode both|separate|interleaved] [--rounds N] [--threads N]
+    python tests/bench.py [--mode both|separate|interleaved] [--rounds N] [--threads N] [--malloc keep|default]
+    python tests/bench.py --floor    # the GEMM floor under the 32->64 convolution (see gemm_floor)
 
 `--threads 1` pins both frameworks to one thread: a fairer comparison on a busy machine, where a
 multi-threaded BLAS call waits for whichever of its threads the scheduler set aside.
@@ -26,6 +27,7 @@ import argparse, json, os, subprocess, sys, time, statistics
 if "--threads" in sys.argv:   # must be set before NumPy loads its BLAS; child processes inherit it
     n = sys.argv[sys.argv.index("--threads") + 1]
     os.environ.update(OPENBLAS_NUM_THREADS=n, OMP_NUM_THREADS=n, MKL_NUM_THREADS=n, TINYTORCH_BENCH_THREADS=n)
+import tinytorch   # before NumPy, as a TinyTorch script starts: its OpenBLAS setting applies only then (tinytorch/__init__.py)
 import numpy as np
 
 def median_ms(fn, repeats=15, warmup=3):
@@ -229,9 +231,23 @@ def time_all(framework: str) -> dict:
 # would charge one framework for the other's idle threads. The interleaved child makes both sleep.
 SHARED_PROCESS_ENV = {"OMP_WAIT_POLICY": "PASSIVE", "OPENBLAS_THREAD_TIMEOUT": "4"}
 
-def run_child(framework: str, rounds: int = 0) -> dict:
+# Memory. glibc gives a large freed buffer back to the kernel, and the next one costs a page fault per
+# page on first touch. In a fresh process that halved PyTorch's forward convolutions here (the 32->64
+# case took 24-26 ms, against 12 ms with freed memory kept), while TinyTorch's times did not move.
+# So every child keeps freed memory for reuse, as a long training loop ends up doing: glibc serves
+# blocks up to its 32 MiB maximum from its heap and trims nothing below 1 GiB. `--malloc default`
+# times both frameworks with glibc as it comes.
+KEEP_FREED_MEMORY = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824"
+
+def child_env(framework: str, malloc: str = "keep") -> dict:
+    env = dict(os.environ, **(SHARED_PROCESS_ENV if framework in ("interleaved", "floor") else {}))
+    if malloc == "keep":
+        env["GLIBC_TUNABLES"] = ":".join(filter(None, (env.get("GLIBC_TUNABLES"), KEEP_FREED_MEMORY)))
+    return env
+
+def run_child(framework: str, rounds: int = 0, malloc: str = "keep") -> dict:
     "Time one framework (or, for 'interleaved', both) in a fresh process; returns its JSON result."
-    env = dict(os.environ, **(SHARED_PROCESS_ENV if framework == "interleaved" else {}))
+    env = child_env(framework, malloc)
     proc = subprocess.run([sys.executable, __file__, "--child", framework, str(rounds)], capture_output=True,
                           text=True, env=env)
     if proc.returncode != 0:
@@ -258,6 +274,56 @@ def interleaved(rounds: int, calls: int = 3) -> dict:
             ratios.append(t_ours / t_theirs)
         out[name] = (statistics.median(times[0]) * 1e3, statistics.median(times[1]) * 1e3, statistics.median(ratios))
     return out
+
+# ---- the floor under the 32->64 convolution ----
+CONV_F, CONV_K, CONV_P = 64, 32 * 9, 64 * 32 * 32      # filters; rows of im2col (C·3·3); columns (N·H·W)
+
+def gemm_floor(repeats: int = 15) -> dict:
+    """Child process: the three GEMMs of "Conv2d fwd+bwd 64x32x32x32 -> 64" alone, at their exact shapes, and
+    PyTorch's whole forward and backward of that case in the same process. Any convolution built on
+    im2col and NumPy's BLAS pays at least the GEMMs. Each GEMM writes into a reused buffer (no fresh
+    memory) and runs on full-size operands and on blocks of 4,096 columns that stay in cache. Also
+    times the 16 small GEMMs (K = 32) that a Winograd F(2x2, 3x3) forward would run instead of the
+    forward GEMM. Returns name -> ms."""
+    F, K, P, B = CONV_F, CONV_K, CONV_P, 4096
+    w, cols, grad = data(F, K), data(K, P, seed=1), data(F, P, seed=2)
+    out, dcols = np.empty((F, P), np.float32), np.empty((K, P), np.float32)
+    def three(c, g, o, d):
+        return {"forward: weights (64x288) @ cols (288xP)": lambda: np.matmul(w, c, out=o),
+                "weight gradient: cols @ grad.T (288x64)": lambda: c @ g.T,
+                "input gradient: weights.T (288x64) @ grad": lambda: np.matmul(w.T, g, out=d)}
+    result = {f"{name} [full]": median_ms(fn, repeats) for name, fn in three(cols, grad, out, dcols).items()}
+    blocks = P // B                                      # the same work as `blocks` in-cache GEMMs
+    small = three(cols[:, :B].copy(), grad[:, :B].copy(), out[:, :B].copy(), dcols[:, :B].copy())
+    result.update({f"{name} [in cache]": blocks * median_ms(fn, 4 * repeats) for name, fn in small.items()})
+    tiles = P // 4                                       # one 4x4 input tile per 2x2 output block
+    U, V = data(16, F, 32, seed=3), data(16, 32, tiles, seed=4)
+    Ut, Vt = np.ascontiguousarray(U.transpose(0, 2, 1)), np.ascontiguousarray(V.transpose(0, 2, 1))
+    result["Winograd forward: 16 GEMMs (64x32) @ (32xP/4)"] = min(median_ms(lambda: U @ V, repeats),
+                                                                 median_ms(lambda: Vt @ Ut, repeats))
+    try:
+        set_torch_threads()
+        result["torch"] = median_ms(pt_conv(32, 64, True), repeats)
+    except ImportError:
+        pass
+    return result
+
+def print_floor(result: dict) -> None:
+    flops = 2 * CONV_F * CONV_K * CONV_P
+    print("\n== the GEMM floor of Conv2d fwd+bwd 64x32x32x32 -> 64 (NumPy BLAS, reused output buffers) ==")
+    for name, ms in result.items():
+        if name != "torch" and not name.startswith("Winograd"):
+            print(f"{name:<58} {ms:7.2f} ms  {flops / ms / 1e6:6.1f} GFLOP/s")
+    torch_ms = result.get("torch")
+    for where in ("full", "in cache"):
+        total = sum(ms for name, ms in result.items() if name.endswith(f"[{where}]"))
+        line = f"three GEMMs, {where:<8}: {total:7.2f} ms"
+        if torch_ms: line += f"  = {total / torch_ms:.2f}x PyTorch's whole forward and backward ({torch_ms:.2f} ms)"
+        print(line)
+    wino = result["Winograd forward: 16 GEMMs (64x32) @ (32xP/4)"]
+    fwd = result["forward: weights (64x288) @ cols (288xP) [full]"]
+    print(f"Winograd F(2x2,3x3) forward: its 16 GEMMs alone take {wino:.2f} ms ({flops / 2.25 / wino / 1e6:.1f} GFLOP/s) "
+          f"for 2.25x fewer multiplications, against {fwd:.2f} ms for im2col's one forward GEMM, before any transform")
 
 class CpuWatch:
     "How much CPU time other processes took while we ran, from /proc/stat minus our own CPU time."
@@ -299,6 +365,10 @@ def main():
     parser.add_argument("--mode", choices=("both", "separate", "interleaved"), default="both")
     parser.add_argument("--rounds", type=int, default=9, help="interleaved rounds per case (default 9)")
     parser.add_argument("--threads", type=int, default=None, help="BLAS/OpenMP threads for both (default: all cores)")
+    parser.add_argument("--malloc", choices=("keep", "default"), default="keep",
+                        help="keep freed memory for reuse in every child (default), or glibc's defaults")
+    parser.add_argument("--floor", action="store_true",
+                        help="instead of the cases: the GEMM floor of the im2col convolution (see gemm_floor)")
     args = parser.parse_args()
     try:   # the version without importing torch: its threads must not start in this process
         from importlib.metadata import version, PackageNotFoundError
@@ -312,12 +382,14 @@ def main():
     peak = matmul_peak_gflops()
     print(f"matmul peak (best of 10 float32 1024x1024 NumPy matmuls): {peak:.1f} GFLOP/s; the roofline column is "
           f"TinyTorch's rate as a share of it (measured again at the end; a busy machine underestimates it)", flush=True)
+    if args.floor:
+        print_floor(run_child("floor", malloc=args.malloc)); return
     flops = {name: f for name, _, _, f in CASES}
     verdicts = {}
     if args.mode in ("both", "separate"):
         print("\n== separate processes (median of 15 calls each; ratio = TinyTorch / PyTorch) ==")
-        ours = run_child("tinytorch")
-        theirs = run_child("torch") if torch_version else {}
+        ours = run_child("tinytorch", malloc=args.malloc)
+        theirs = run_child("torch", malloc=args.malloc) if torch_version else {}
         for name, *_ in CASES:
             mine, ref = ours[name], theirs.get(name)
             if isinstance(mine, str): print(f"{name:<48} {mine}"); continue
@@ -330,7 +402,7 @@ def main():
     if args.mode in ("both", "interleaved") and torch_version:
         print(f"\n== interleaved in one process ({args.rounds} alternating rounds; ratio = median of the rounds' ratios; "
               "idle threads of both sleep) ==")
-        for name, result in run_child("interleaved", args.rounds).items():
+        for name, result in run_child("interleaved", args.rounds, args.malloc).items():
             if isinstance(result, str): print(f"{name:<48} {result}"); continue
             mine, ref, ratio = result
             verdicts.setdefault(name, []).append(ratio)
@@ -356,6 +428,7 @@ def main():
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "--child":
         kind, rounds = sys.argv[2], int(sys.argv[3])
-        print(json.dumps(interleaved(rounds) if kind == "interleaved" else time_all(kind)))
+        print(json.dumps(interleaved(rounds) if kind == "interleaved" else gemm_floor() if kind == "floor"
+                         else time_all(kind)))
     else:
         main()

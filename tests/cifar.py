@@ -28,6 +28,7 @@ once into the official binary format and read by `tinytorch.dataloader.CIFAR10`)
 import argparse, math, os, sys, time
 from pathlib import Path
 
+import tinytorch   # before NumPy: TinyTorch's OpenBLAS setting applies only then (tinytorch/__init__.py)
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

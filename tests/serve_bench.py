@@ -26,6 +26,7 @@ import sys
 import time
 from pathlib import Path
 
+import tinytorch   # before NumPy, as `tito serve` starts: its OpenBLAS setting applies only then (tinytorch/__init__.py)
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
