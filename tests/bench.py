@@ -9,6 +9,10 @@
    are told to sleep when idle (OMP_WAIT_POLICY=PASSIVE, OPENBLAS_THREAD_TIMEOUT=4), so neither
    framework's spinning threads slow the other.
 
+In both modes every child keeps freed memory for reuse (glibc's tunables; TinyTorch does this itself
+when imported), so neither framework pays the kernel for fresh pages on every call. `--malloc default`
+leaves glibc as it comes; see KEEP_FREED_MEMORY below.
+
 Every case also gets a roofline column: its GFLOP/s (the floating-point work of the case, counted by
 hand below, divided by TinyTorch's median time) and that rate as a percentage of this machine's
 matmul peak, measured first as the best of a few large float32 NumPy matmuls.
@@ -232,11 +236,12 @@ def time_all(framework: str) -> dict:
 SHARED_PROCESS_ENV = {"OMP_WAIT_POLICY": "PASSIVE", "OPENBLAS_THREAD_TIMEOUT": "4"}
 
 # Memory. glibc gives a large freed buffer back to the kernel, and the next one costs a page fault per
-# page on first touch. In a fresh process that halved PyTorch's forward convolutions here (the 32->64
-# case took 24-26 ms, against 12 ms with freed memory kept), while TinyTorch's times did not move.
-# So every child keeps freed memory for reuse, as a long training loop ends up doing: glibc serves
-# blocks up to its 32 MiB maximum from its heap and trims nothing below 1 GiB. `--malloc default`
-# times both frameworks with glibc as it comes.
+# page on first touch. TinyTorch asks glibc to keep freed memory when it is imported (module 02,
+# `keep_freed_memory`); PyTorch does not, and in a fresh process that halved its forward convolutions
+# here (the 32->64 case took 24-26 ms, against 12 ms with freed memory kept). So every child keeps
+# freed memory through glibc's tunables, which gives PyTorch the same: blocks up to glibc's 32 MiB
+# maximum come from its heap, and nothing is trimmed below 1 GiB. `--malloc default` leaves glibc's
+# defaults (TinyTorch still keeps its memory).
 KEEP_FREED_MEMORY = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824"
 
 def child_env(framework: str, malloc: str = "keep") -> dict:
@@ -377,7 +382,8 @@ def main():
         torch_version = None
     watch = CpuWatch()
     print(f"numpy {np.__version__}; torch {torch_version or 'not installed'}; {os.cpu_count()} cores, {threads()} threads; "
-          f"load average {watch.start_load:.2f} at start", flush=True)
+          f"load average {watch.start_load:.2f} at start; freed memory kept for reuse: "
+          f"{'both frameworks' if args.malloc == 'keep' else 'TinyTorch only (--malloc default)'}", flush=True)
     if warning := load_warning(watch.start_load): print(warning)
     peak = matmul_peak_gflops()
     print(f"matmul peak (best of 10 float32 1024x1024 NumPy matmuls): {peak:.1f} GFLOP/s; the roofline column is "
