@@ -172,19 +172,20 @@ def conv2d_in_bands(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None =
     F = weight.shape[0]
     windows = conv_windows(x, weight.shape[2:], stride, padding)            # (C, KH, KW, OH, OW, N), a view
     C, KH, KW, OH, OW, N = windows.shape
-    K = C * KH * KW
-    out = np.empty((F, OH, OW, N), np.result_type(x, weight, *(() if bias is None else (bias,))))
+    K, row = C * KH * KW, OW * N                                            # im2col rows; columns per output row
+    out = np.empty((F, OH * row), np.result_type(x, weight, *(() if bias is None else (bias,))))
     ### BEGIN SOLUTION
-    rows = max(1, band_bytes // (K * OW * N * x.itemsize))                  # output rows whose columns fill one band
+    rows = max(1, band_bytes // max(1, K * row * x.itemsize))              # output rows whose columns fill one band
     cols = np.empty((C, KH, KW, min(rows, OH), OW, N), x.dtype)             # one buffer, reused by every band
     w2 = weight.reshape(F, K)
     for r in range(0, OH, rows):
-        band = cols[:, :, :, :min(rows, OH - r)]
-        over_channels(lambda c: np.copyto(band[c], windows[c, :, :, r:r + rows]), C, band.size)
-        np.matmul(w2, band.reshape(K, -1), out=out[:, r:r + rows].reshape(F, -1))   # straight into its rows of `out`
-    if bias is not None: out += bias.reshape(F, 1, 1, 1)                   # in place: no backward needs `out` without it
+        b = min(rows, OH - r)
+        band = cols[:, :, :, :b]
+        over_channels(lambda c: np.copyto(band[c], windows[c, :, :, r:r + b]), C, band.size)
+        np.matmul(w2, band.reshape(K, b * row), out=out[:, r * row:(r + b) * row])   # straight into its columns of `out`
+    if bias is not None: out += bias.reshape(F, 1)                         # in place: no backward needs `out` without it
     ### END SOLUTION
-    return out.transpose(3, 0, 1, 2)
+    return out.reshape(F, OH, OW, N).transpose(3, 0, 1, 2)
 
 # %% ../nbs/06_spatial.ipynb #2304be94
 class Conv2d(Module):
