@@ -4,8 +4,9 @@ For each backend (TinyTorch, and PyTorch running the same weights behind the sam
 batching mode (dynamic batching on, off), it starts the real server (`tinytorch.capstone.serve`) as
 a subprocess on a free 127.0.0.1 port, then an httpx/asyncio load generator keeps 1, 8 and 32
 clients busy for a bounded time each (one Fashion-MNIST test image per request, Open Inference
-Protocol JSON; at most 8 clients per load-generator process, since one asyncio process saturates first). It reports p50/p99 latency, throughput, errors (must be 0) and the server's resident
-memory at start and end (must stay flat), then the batching gain and the TinyTorch / PyTorch ratios.
+Protocol JSON; at most 8 clients per load-generator process, since one asyncio process saturates
+first). It reports p50/p99 latency, throughput, errors (must be 0) and the server's resident memory
+at start and end (must stay flat), then the batching gain and the TinyTorch / PyTorch ratios.
 
     python tests/serve_bench.py [--seconds 5] [--clients 1,8,32] [--backends tinytorch,torch] [--json FILE]
 

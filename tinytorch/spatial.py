@@ -131,7 +131,7 @@ def _window_args(x: Tensor, kernel_size, stride, padding, owner: str) -> tuple:
     ph, pw = _pair(padding, "padding", owner, minimum=0)
     H, W = x.shape[2:]
     if H + 2 * ph < kh or W + 2 * pw < kw:
-        raise ValueError(f"{owner}: input of shape {x.shape} is too small for a {kh}×{kw} kernel with padding ({ph}, {pw}): "
+        raise ValueError(f"{owner}: input of shape {x.shape} is too small for kernel {kh}×{kw} with padding ({ph}, {pw}): "
                          f"padded it is {H + 2 * ph}×{W + 2 * pw}, needs at least {kh}×{kw}")
     return (kh, kw), stride, (ph, pw)
 
@@ -205,10 +205,7 @@ class Conv2d(Module):
         if x.shape[1] != self.in_channels:
             raise ValueError(f"Conv2d({self.in_channels}, {self.out_channels}) expected input with {self.in_channels} "
                              f"channels (N, {self.in_channels}, H, W), got shape {x.shape}")
-        (kh, kw), (ph, pw) = self.kernel_size, self.padding
-        if x.shape[2] + 2 * ph < kh or x.shape[3] + 2 * pw < kw:
-            raise ValueError(f"Conv2d: input of shape {x.shape} is too small for kernel {kh}×{kw} with padding "
-                             f"({ph}, {pw}): padded size {x.shape[2] + 2 * ph}×{x.shape[3] + 2 * pw}, needs at least {kh}×{kw}")
+        _window_args(x, self.kernel_size, self.stride, self.padding, "Conv2d")   # too small for the kernel: named here
         return conv2d(x, self.weight, self.bias, self.stride, self.padding)
 
     def extra_repr(self):
